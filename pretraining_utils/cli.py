@@ -1,0 +1,56 @@
+"""What every stage CLI shares: logging setup, signal handling, error reporting.
+
+Scripts call :func:`run_stage` with a zero-argument function that does the work; library code
+below it never touches argv, handlers or exit codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+import click
+
+from pretraining_utils.errors import InputError
+
+R = TypeVar("R")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Configure the root logger once: a compact format on stderr."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _raise_keyboard_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def run_stage(work: Callable[[], R], verbose: bool = False) -> R:
+    """Run a stage's work with logging set up and errors turned into clean exits.
+
+    SIGTERM is turned into KeyboardInterrupt so that ``kill`` cleans temporary files the same
+    way Ctrl-C does. An :class:`InputError` becomes a one-line message and exit code 1.
+    """
+    setup_logging(verbose)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        return work()
+    except InputError as err:
+        raise click.ClickException(str(err)) from None
+    except KeyboardInterrupt:
+        logging.getLogger("pretraining_utils").error("interrupted; no output was written")
+        sys.exit(130)
+
+
+verbose_option = click.option(
+    "--verbose", "-v", is_flag=True, help="Log debug messages as well as progress and summaries."
+)
