@@ -61,7 +61,9 @@ def _prose_paragraphs(docstring: str) -> Iterator[str]:
     """Paragraphs of running text: code examples, tables and indented blocks are left out."""
     for block in re.split(r"\n\s*\n", docstring):
         lines = block.splitlines()
-        if not lines or any(_CODE_LINE.match(line) or line.startswith((" ", "\t")) for line in lines):
+        if not lines or any(
+            _CODE_LINE.match(line) or line.startswith((" ", "\t")) for line in lines
+        ):
             continue
         paragraph = " ".join(line.strip() for line in lines)
         words = paragraph.split()

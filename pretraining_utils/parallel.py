@@ -28,12 +28,15 @@ def ordered_map(
     initializer: Callable[..., Any] | None = None,
     initargs: tuple = (),
     in_flight_per_worker: int = 2,
+    threads: bool = False,
 ) -> Iterator[R]:
-    """Yield ``fn(item)`` for each item, in input order, computed by ``workers`` processes.
+    """Yield ``fn(item)`` for each item, in input order, computed by ``workers`` workers.
 
     Unlike ``Pool.imap``, which reads its whole input ahead of the workers, at most
     ``workers * in_flight_per_worker`` items are pending at once, so memory stays constant
-    on inputs of any size. With ``workers <= 1`` everything runs in this process.
+    on inputs of any size. Workers are processes, or threads with ``threads=True`` (for work
+    that releases the GIL, such as sentencepiece's encoding). With ``workers <= 1`` everything
+    runs in the calling thread.
     """
     if workers <= 1:
         if initializer is not None:
@@ -41,13 +44,21 @@ def ordered_map(
         yield from map(fn, items)
         return
 
-    # fork keeps start-up cheap on Linux; spawn elsewhere (functions must be importable).
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
+    if threads:
+        pool: cf.Executor = cf.ThreadPoolExecutor(
+            max_workers=workers, initializer=initializer, initargs=initargs
+        )
+    else:
+        # fork keeps start-up cheap on Linux; spawn elsewhere (functions must be importable).
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = cf.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context(method),
+            initializer=initializer,
+            initargs=initargs,
+        )
     max_pending = workers * in_flight_per_worker
-    with cf.ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=initializer, initargs=initargs
-    ) as pool:
+    with pool:
         pending: collections.deque[cf.Future] = collections.deque()
         try:
             for item in items:

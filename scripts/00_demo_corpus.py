@@ -27,7 +27,9 @@ logger = logging.getLogger("00_demo_corpus")
     help="Directory of .py files to read instead of the interpreter's standard library.",
 )
 @click.option(
-    "--max-mb", type=click.FloatRange(min=0, min_open=True), default=None,
+    "--max-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
     help="Stop after about this many megabytes of text (default: all of it).",
 )
 @verbose_option
@@ -43,7 +45,10 @@ def main(out_path: Path, source_dir: Path | None, max_mb: float | None, verbose:
         summary = write_demo_corpus(out_path, source_dir, max_bytes)
         logger.info(
             "demo corpus: %d paragraphs (%.1f MB) from %d files in %.1f s -> %s",
-            summary.paragraphs, summary.bytes_written / 1e6, summary.files, summary.seconds,
+            summary.paragraphs,
+            summary.bytes_written / 1e6,
+            summary.files,
+            summary.seconds,
             out_path,
         )
 

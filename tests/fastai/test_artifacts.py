@@ -84,7 +84,11 @@ def test_ordered_map_keeps_order(workers):
 
 def test_ordered_map_runs_initializer_in_workers():
     assert list(ordered_map(_add_offset, range(5), 2, _set_offset, (100,))) == [
-        100, 101, 102, 103, 104
+        100,
+        101,
+        102,
+        103,
+        104,
     ]
 
 
@@ -101,3 +105,8 @@ def test_ordered_map_reads_input_lazily():
     # Only a bounded window is read ahead, unlike Pool.imap which drains the whole input.
     assert len(consumed) <= 2 * 2 + 1
     assert sum(results) == sum(x * x for x in range(1000))
+
+
+@pytest.mark.parametrize("threads", [False, True])
+def test_ordered_map_threads_or_processes_give_the_same(threads):
+    assert list(ordered_map(_square, range(20), 2, threads=threads)) == [x * x for x in range(20)]
