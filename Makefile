@@ -1,8 +1,9 @@
 # ULMFiT / MultiFiT toolchain: environments, pipeline stages as file targets, demo, tests.
 #
-#   make demo                      run the pipeline on the demo corpus (stdlib docstrings)
+#   make demo                      run the pipeline 01-05 on the demo corpus (stdlib docstrings)
 #   make test                      run the fast test suite in both environments
 #   make encode CORPUS=my.txt RUN=runs/mine CORPUS_LANG=polish VOCAB=35000
+#   make convert RUN=runs/mine ARCH=qrnn EPOCHS=10
 #
 # Every stage writes beside its target and renames at the end, so an interrupted stage leaves
 # nothing that make would take as up to date; re-running does nothing when outputs are current.
@@ -13,6 +14,8 @@ MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3.11
+# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) hides the stages' own logs.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
 VENV_FASTAI ?= .venv-fastai
 VENV_TF ?= .venv-tf
 FASTAI_PY := $(VENV_FASTAI)/bin/python
@@ -48,16 +51,40 @@ BIN_META := $(RUN)/corpus/meta.json
 ENCODED := $(if $(filter bin,$(FORMATS)),$(BIN_META)) $(if $(filter id,$(FORMATS)),$(IDS)) \
            $(if $(filter piece,$(FORMATS)),$(PIECES))
 
+# stage 04: training (sizes default to the architecture's: 400 / 3x1152 LSTM / 4x1552 QRNN)
+ARCH ?= awd-lstm
+EXP ?= lm-$(ARCH)
+EPOCHS ?= 1
+BATCH_SIZE ?= 64
+BPTT ?= 70
+MODEL_FLAGS ?=
+TRAIN_FLAGS ?=
+LM_PTH := $(RUN)/lm/$(EXP).pth
+
+# stage 05: conversion (FIXED_SEQ_LEN empty: a SavedModel for any sequence length)
+FIXED_SEQ_LEN ?=
+EXPORT_DIR := $(RUN)/export/$(EXP)
+EXPORT := $(EXPORT_DIR)/config.json
+
+# The demo trains a small model, so that CPU training takes a few minutes.
+# A higher LR and less dropout than the full-size recipe suit a tiny model on 1 MB of text.
+DEMO_MODEL_FLAGS := --emb-size 64 --hidden-size 256 --num-hidden-layers 2
+DEMO_TRAIN_FLAGS := --seed 0 --pretrain-lr 1e-2 --drop-mult 0.3
+DEMO_BATCH_SIZE := 32
+DEMO_EPOCHS := 3
+
 PYTEST_ARGS ?=
 
-.PHONY: help env env-fastai env-tf cleanup spm encode demo test test-all bench clean distclean
+.PHONY: help env env-fastai env-tf cleanup spm encode train convert demo test test-all bench clean distclean
 
 help:
 	@echo "make demo       run stages 01-03 on the demo corpus (creates the environments if missing)"
 	@echo "make test       fast test suite in both environments (make test-all: slow tests too)"
-	@echo "make cleanup | spm | encode   one stage and what it needs; variables:"
+	@echo "make cleanup | spm | encode | train | convert   one stage and what it needs; variables:"
 	@echo "    RUN=$(RUN) CORPUS=$(CORPUS) CORPUS_LANG=$(CORPUS_LANG) VOCAB=$(VOCAB)"
 	@echo "    MODEL_TYPE=$(MODEL_TYPE) FORMATS='$(FORMATS)' WORKERS=$(WORKERS) CLEANUP_FLAGS='$(CLEANUP_FLAGS)'"
+	@echo "    ARCH=$(ARCH) EXP=$(EXP) EPOCHS=$(EPOCHS) BATCH_SIZE=$(BATCH_SIZE) BPTT=$(BPTT)"
+	@echo "    MODEL_FLAGS='$(MODEL_FLAGS)' TRAIN_FLAGS='$(TRAIN_FLAGS)' FIXED_SEQ_LEN=$(FIXED_SEQ_LEN)"
 	@echo "make env       both virtual environments ($(VENV_FASTAI), $(VENV_TF))"
 	@echo "make bench     benchmarks (printed ratios)"
 	@echo "make print-VAR show a variable, e.g. make print-SPM_MODEL VOCAB=35000"
@@ -103,17 +130,34 @@ $(IDS) $(PIECES): $(RUN)/%s.txt: $(SENTENCES) $(SPM_MODEL) | $(FASTAI_ENV)
 	$(FASTAI_PY) scripts/03_encode_spm.py --corpus-path $(SENTENCES) --model-path $(SPM_MODEL) \
 	    --output-format $* --save-path $@ --workers $(WORKERS)
 
+# Training reads the binary corpus; without a validation corpus it holds out 5% of the lines.
+# --resume: an interrupted `make train` continues from its last epoch checkpoint.
+$(LM_PTH): $(BIN_META) | $(FASTAI_ENV)
+	$(FASTAI_PY) scripts/04_train_lm.py --pretokenized-train $(<D) --save-path $(@D) \
+	    --exp-name $(EXP) --arch $(ARCH) --num-epochs $(EPOCHS) --batch-size $(BATCH_SIZE) \
+	    --max-seq-len $(BPTT) --resume $(MODEL_FLAGS) $(TRAIN_FLAGS)
+
+# --overwrite: a retrained model replaces its export (the new one is complete before the swap).
+$(EXPORT): $(LM_PTH) $(SPM_MODEL) | $(TF_ENV)
+	$(TF_PY) scripts/05_convert.py --pretrained-model $(LM_PTH) --spm-model-file $(SPM_MODEL) \
+	    --out-path $(EXPORT_DIR) --overwrite $(if $(FIXED_SEQ_LEN),--fixed-seq-len $(FIXED_SEQ_LEN))
+
 cleanup: $(SENTENCES)
 spm: $(SPM_MODEL)
 encode: $(ENCODED)
+train: $(LM_PTH)
+convert: $(EXPORT)
 
-demo: encode
+demo:
+	@$(MAKE) --no-print-directory convert RUN=$(RUN) EPOCHS=$(DEMO_EPOCHS) BATCH_SIZE=$(DEMO_BATCH_SIZE) \
+	    MODEL_FLAGS="$(DEMO_MODEL_FLAGS)" TRAIN_FLAGS="$(DEMO_TRAIN_FLAGS)"
 	@echo
-	@echo "== demo run in $(RUN): stages 01-03 done =="
-	@for f in $(CORPUS) $(SENTENCES) $(SPM_MODEL) $(ENCODED); do \
-	    printf '  %-40s %s\n' "$$f" "$$(du -h "$$f" | cut -f1)"; done
-	@echo "  first sentences:"; head -n 3 $(SENTENCES) | sed 's/^/    /'
-	@if [ -f $(IDS) ]; then echo "  their ids:"; head -n 3 $(IDS) | cut -c1-100 | sed 's/^/    /'; fi
+	@echo "== demo run in $(RUN): stages 01-05 done =="
+	@for f in $(CORPUS) $(SENTENCES) $(SPM_MODEL) $(ENCODED) $(LM_PTH) $(EXPORT_DIR); do \
+	    printf '  %-44s %s\n' "$$f" "$$(du -sh "$$f" | cut -f1)"; done
+	@echo "  perplexity per epoch:"; sed 's/^/    /' $(RUN)/lm/$(EXP).history.csv
+	$(TF_PY) scripts/07_try_export.py --export-dir $(EXPORT_DIR) \
+	    --sentence "Return the number of items in a container."
 
 # ---- tests and benchmarks -------------------------------------------------------------------
 test: $(FASTAI_ENV) $(TF_ENV)
@@ -123,8 +167,12 @@ test: $(FASTAI_ENV) $(TF_ENV)
 test-all: PYTEST_ARGS += -m "slow or not slow"
 test-all: test
 
-bench: $(FASTAI_ENV)
+bench: $(FASTAI_ENV) $(TF_ENV)
 	$(FASTAI_PY) benchmarks/bench_encode.py
+	$(FASTAI_PY) benchmarks/bench_qrnn.py
+	$(FASTAI_PY) benchmarks/bench_loader.py
+	$(TF_PY) benchmarks/bench_keras_qrnn.py
+	$(TF_PY) benchmarks/bench_convert.py
 
 # `make print-SPM_MODEL VOCAB=35000` shows where a variable points.
 print-%:

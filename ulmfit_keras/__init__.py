@@ -1,0 +1,64 @@
+"""Keras 3 layers and models for ULMFiT (AWD-LSTM) and MultiFiT (QRNN) language models.
+
+Runs in the TensorFlow environment and never imports fastai, torch or ``pretraining_utils``.
+Models trained in fastai are converted variable by variable into these layers; the forward pass
+equals fastai's (eval mode, after ``reset()``) to float32 rounding.
+
+Public API:
+
+* layers: :class:`MaskedEmbedding`, :class:`RNNDropout`, :class:`WeightDropLSTM`,
+  :class:`QRNNLayer` (+ :func:`forget_mult`), :class:`TiedLMHead`, :class:`LMHead`,
+  :class:`SPMNumericalizer`;
+* models: :class:`ULMFiTEncoder`, :class:`ULMFiTLanguageModel`, :func:`build_encoder`,
+  :func:`variable_paths`, :class:`EncoderConfig`;
+* loading: :func:`load_encoder`, :func:`load_language_model`, :class:`SavedModelEncoder`.
+"""
+
+from ulmfit_keras.config import ARCHS, PAD_ID, EncoderConfig, read_config
+from ulmfit_keras.dropout import RNNDropout
+from ulmfit_keras.embedding import MaskedEmbedding
+from ulmfit_keras.heads import LMHead, TiedLMHead
+from ulmfit_keras.loading import (
+    SIGNATURES,
+    SavedModelEncoder,
+    find_weights_file,
+    load_encoder,
+    load_language_model,
+)
+from ulmfit_keras.lstm import WeightDropLSTM
+from ulmfit_keras.models import (
+    EMBEDDING_NAME,
+    LM_HEAD_NAME,
+    ULMFiTEncoder,
+    ULMFiTLanguageModel,
+    build_encoder,
+    variable_paths,
+)
+from ulmfit_keras.numericalizer import SPMNumericalizer
+from ulmfit_keras.qrnn import QRNNLayer, forget_mult
+
+__all__ = [
+    "ARCHS",
+    "EMBEDDING_NAME",
+    "LM_HEAD_NAME",
+    "PAD_ID",
+    "SIGNATURES",
+    "EncoderConfig",
+    "LMHead",
+    "MaskedEmbedding",
+    "QRNNLayer",
+    "RNNDropout",
+    "SPMNumericalizer",
+    "SavedModelEncoder",
+    "TiedLMHead",
+    "ULMFiTEncoder",
+    "ULMFiTLanguageModel",
+    "WeightDropLSTM",
+    "build_encoder",
+    "find_weights_file",
+    "forget_mult",
+    "load_encoder",
+    "load_language_model",
+    "read_config",
+    "variable_paths",
+]

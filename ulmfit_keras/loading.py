@@ -1,0 +1,223 @@
+"""Load a converted model for downstream work: from Keras weights, or from the SavedModel.
+
+Export directory layout (written by the converter, ``scripts/05_convert.py``)::
+
+    DIR/config.json                     the model config (LMConfig.to_dict(); extra keys ignored)
+    DIR/keras_weights/EXP.weights.h5    ``lm.save_weights(...)`` of the ULMFiTLanguageModel that
+                                        build_encoder(config) returns (encoder + LM head)
+    DIR/saved_model/                    tf.saved_model with the signatures below
+    DIR/spm_model/                      the SentencePiece .model and .vocab
+
+SavedModel signatures (each also an attribute of the saved object with the same name, so that
+``keras.layers.TFSMLayer`` calls the restored function and can train its variables):
+
+=========================  ===============================  =====================================
+name                       input                            outputs (dict keys)
+=========================  ===============================  =====================================
+``string_encoder``         strings ``(batch,)``             ``output`` (batch, seq, emb) float32,
+                                                            ``numericalized`` (batch, seq) int32,
+                                                            ``mask`` (batch, seq) bool
+``numericalized_encoder``  ids ``(batch, seq)`` int32       ``output``, ``mask``
+``spm_processor``          strings ``(batch,)``             ``numericalized``, ``mask``
+``lm_logits``              ids ``(batch, seq)`` int32       ``output`` (batch, seq, vocab) logits,
+                                                            ``mask``
+=========================  ===============================  =====================================
+
+``mask`` is ``ids != 1``. With ``--fixed-seq-len N`` the sequence axis is ``N`` (pad id 1);
+without it, ``seq`` is the longest sequence of the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+from keras import ops
+
+from ulmfit_keras.config import PAD_ID, EncoderConfig, read_config
+from ulmfit_keras.models import ULMFiTEncoder, ULMFiTLanguageModel, build_encoder
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CONFIG_FILE",
+    "KERAS_WEIGHTS_DIR",
+    "OUTPUT_KEYS",
+    "SAVED_MODEL_DIR",
+    "SIGNATURES",
+    "SavedModelEncoder",
+    "find_weights_file",
+    "load_encoder",
+    "load_language_model",
+]
+
+CONFIG_FILE = "config.json"
+KERAS_WEIGHTS_DIR = "keras_weights"
+SAVED_MODEL_DIR = "saved_model"
+SIGNATURES = ("string_encoder", "numericalized_encoder", "spm_processor", "lm_logits")
+OUTPUT_KEYS = ("output", "numericalized", "mask")
+# Endpoints whose input is token ids, so that the mask can be recomputed from the input.
+ID_ENDPOINTS = ("numericalized_encoder", "lm_logits")
+
+
+def find_weights_file(export_dir: str | os.PathLike, weights_name: str | None = None) -> Path:
+    """``DIR/keras_weights/NAME.weights.h5``; without a name, the only such file.
+
+    Raises:
+        FileNotFoundError: no weights file (or not the named one).
+        ValueError: several files and no name to choose one.
+    """
+    weights_dir = Path(export_dir) / KERAS_WEIGHTS_DIR
+    if weights_name is not None:
+        name = (
+            weights_name if weights_name.endswith(".weights.h5") else f"{weights_name}.weights.h5"
+        )
+        path = weights_dir / name
+        if not path.is_file():
+            raise FileNotFoundError(f"Keras weights {path} not found")
+        return path
+    found = sorted(weights_dir.glob("*.weights.h5"))
+    if not found:
+        raise FileNotFoundError(f"no *.weights.h5 file in {weights_dir}")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise ValueError(f"several weights files in {weights_dir} ({names}): pass weights_name")
+    return found[0]
+
+
+def load_language_model(
+    export_dir: str | os.PathLike,
+    fixed_seq_len: int | None = None,
+    weights_name: str | None = None,
+    seed: int | None = None,
+) -> tuple[ULMFiTEncoder, ULMFiTLanguageModel]:
+    """Rebuild ``(encoder, lm)`` from ``DIR/config.json`` and ``DIR/keras_weights/``.
+
+    Args:
+        export_dir: the converter's output directory.
+        fixed_seq_len: static input length of the rebuilt models (``None``: any).
+        weights_name: which ``keras_weights/*.weights.h5`` when there are several.
+        seed: base seed of the dropouts used in fine-tuning.
+    """
+    export_dir = Path(export_dir)
+    config: EncoderConfig = read_config(export_dir / CONFIG_FILE)
+    weights = find_weights_file(export_dir, weights_name)
+    encoder, lm = build_encoder(config, fixed_seq_len=fixed_seq_len, seed=seed)
+    lm.load_weights(weights)  # raises on a missing or mis-shaped variable
+    logger.info("loaded %s encoder from %s", config.arch, weights)
+    return encoder, lm
+
+
+def load_encoder(
+    export_dir: str | os.PathLike,
+    fixed_seq_len: int | None = None,
+    weights_name: str | None = None,
+    seed: int | None = None,
+) -> ULMFiTEncoder:
+    """The encoder of :func:`load_language_model` (ids -> masked hidden states), trainable."""
+    encoder, _ = load_language_model(export_dir, fixed_seq_len, weights_name, seed)
+    return encoder
+
+
+@keras.saving.register_keras_serializable(package="ulmfit_keras")
+class SavedModelEncoder(keras.layers.Layer):
+    """The exported SavedModel as a trainable Keras layer whose output carries the Keras mask.
+
+    ``keras.layers.TFSMLayer`` (Keras 3's replacement for ``hub.KerasLayer``) returns the
+    signature's output dict and no mask. This layer calls an endpoint that takes token ids
+    (``numericalized_encoder`` or ``lm_logits``), returns its ``output`` and attaches the mask
+    ``ids != pad_id``, so masking layers downstream (pooling, attention) see the padding. Its
+    variables are the SavedModel's, trainable when ``trainable=True``; the SavedModel's functions
+    run in inference mode (no dropout), unless ``call_training_endpoint`` names one for training.
+
+    For text input, numericalize first (the ``spm_processor`` endpoint or
+    :class:`~ulmfit_keras.SPMNumericalizer`) and feed the ids.
+
+    Args:
+        saved_model_dir: ``DIR/saved_model`` (or ``DIR``, which holds it).
+        call_endpoint: the endpoint; must take token ids.
+        call_training_endpoint: optional endpoint for ``training=True``.
+        output_key: the output to return.
+        pad_id: padding id.
+
+    Loading a model that contains this layer from a ``.keras`` file runs the SavedModel's graph,
+    so, like ``TFSMLayer``, it needs ``safe_mode=False``.
+    """
+
+    def __init__(
+        self,
+        saved_model_dir: str | os.PathLike,
+        call_endpoint: str = "numericalized_encoder",
+        call_training_endpoint: str | None = None,
+        output_key: str = "output",
+        pad_id: int = PAD_ID,
+        trainable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(trainable=trainable, **kwargs)
+        path = Path(saved_model_dir)
+        if (path / SAVED_MODEL_DIR / "saved_model.pb").is_file():
+            path = path / SAVED_MODEL_DIR
+        if call_endpoint not in ID_ENDPOINTS:
+            raise ValueError(
+                f"call_endpoint {call_endpoint!r} does not take token ids: use one of "
+                f"{ID_ENDPOINTS} (numericalize text first)"
+            )
+        self.saved_model_dir = str(path)
+        self.call_endpoint = call_endpoint
+        self.call_training_endpoint = call_training_endpoint
+        self.output_key = output_key
+        self.pad_id = int(pad_id)
+        self.saved_model_layer = keras.layers.TFSMLayer(
+            self.saved_model_dir,
+            call_endpoint=call_endpoint,
+            call_training_endpoint=call_training_endpoint,
+            trainable=trainable,
+            name="saved_model",
+        )
+        self.supports_masking = True
+
+    def call(self, inputs, training: bool = False):
+        ids = ops.cast(inputs, "int32")
+        outputs = self.saved_model_layer(ids, training=training)
+        if isinstance(outputs, dict):
+            if self.output_key not in outputs:
+                raise KeyError(
+                    f"endpoint {self.call_endpoint!r} has no output {self.output_key!r}; "
+                    f"it has {sorted(outputs)}"
+                )
+            return outputs[self.output_key]
+        return outputs
+
+    def compute_mask(self, inputs, mask=None):
+        del mask  # recomputed from the ids, as the embedding inside the SavedModel does
+        return ops.not_equal(inputs, self.pad_id)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "saved_model_dir": self.saved_model_dir,
+                "call_endpoint": self.call_endpoint,
+                "call_training_endpoint": self.call_training_endpoint,
+                "output_key": self.output_key,
+                "pad_id": self.pad_id,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SavedModelEncoder:
+        # TFSMLayer.from_config refuses in safe mode (loading runs the SavedModel's graph);
+        # ask it, so that this layer is no way around that check.
+        keras.layers.TFSMLayer.from_config(
+            {
+                "filepath": config["saved_model_dir"],
+                "call_endpoint": config["call_endpoint"],
+                "call_training_endpoint": config.get("call_training_endpoint"),
+            }
+        )
+        return cls(**config)
