@@ -14,7 +14,7 @@ MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3.11
-# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) hides the stages' own logs.
+# Quiets TensorFlow's C++ INFO/WARNING logs (a few start-up lines print before it is read).
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 VENV_FASTAI ?= .venv-fastai
 VENV_TF ?= .venv-tf
