@@ -73,12 +73,20 @@ DEMO_TRAIN_FLAGS := --seed 0 --pretrain-lr 1e-2 --drop-mult 0.3
 DEMO_BATCH_SIZE := 32
 DEMO_EPOCHS := 3
 
+# downstream demo: fine-tune a classifier on a labelled TSV from the demo's (or RUN's) export
+DATA ?= ../shared/data/sent200.tsv
+LABELS ?= ../shared/data/document_classification_labels.txt
+DATA_COLUMN ?= sentence
+GOLD_COLUMN ?= sentiment
+CLS_FLAGS ?= --head attention --num-epochs 3 --lr 5e-3
+
 PYTEST_ARGS ?=
 
-.PHONY: help env env-fastai env-tf cleanup spm encode train convert demo test test-all bench clean distclean
+.PHONY: help env env-fastai env-tf cleanup spm encode train convert demo demo-classifier test test-all bench clean distclean
 
 help:
 	@echo "make demo       run stages 01-03 on the demo corpus (creates the environments if missing)"
+	@echo "make demo-classifier DATA=file.tsv   fine-tune a classifier on the demo export"
 	@echo "make test       fast test suite in both environments (make test-all: slow tests too)"
 	@echo "make cleanup | spm | encode | train | convert   one stage and what it needs; variables:"
 	@echo "    RUN=$(RUN) CORPUS=$(CORPUS) CORPUS_LANG=$(CORPUS_LANG) VOCAB=$(VOCAB)"
@@ -158,6 +166,12 @@ demo:
 	@echo "  perplexity per epoch:"; sed 's/^/    /' $(RUN)/lm/$(EXP).history.csv
 	$(TF_PY) scripts/07_try_export.py --export-dir $(EXPORT_DIR) \
 	    --sentence "Return the number of items in a container."
+
+# Trains the demo LM first if needed (make demo); prints validation accuracy and the heatmap path.
+demo-classifier: $(EXPORT) | $(TF_ENV)
+	$(TF_PY) scripts/10_train_classifier.py --train-tsv $(DATA) --label-map $(LABELS) \
+	    --data-column-name $(DATA_COLUMN) --gold-column-name $(GOLD_COLUMN) \
+	    --model-weights-cp $(EXPORT_DIR) --out-path $(RUN)/classifier $(CLS_FLAGS)
 
 # ---- tests and benchmarks -------------------------------------------------------------------
 test: $(FASTAI_ENV) $(TF_ENV)

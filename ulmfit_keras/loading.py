@@ -122,6 +122,26 @@ def load_encoder(
     return encoder
 
 
+class _OptimizerSafeTFSMLayer(keras.layers.TFSMLayer):
+    """``TFSMLayer`` whose tracked variables have names optimizers accept.
+
+    Keras 3.15 names them after the SavedModel's ``tf.Variable`` names, ``"a/b:0"`` -> ``"a_b:0"``;
+    optimizers with slot variables (Adam, SGD with momentum) then build names like
+    ``"a_b:0_momentum"``, which TensorFlow rejects as a scope name. Dropping the ``:0`` suffix
+    fixes that; the variables themselves are the SavedModel's, as in ``TFSMLayer``.
+    """
+
+    def _add_existing_weight(self, weight) -> None:
+        variable = keras.Variable(
+            initializer=weight,
+            trainable=weight.trainable,
+            dtype=weight.dtype,
+            shape=weight.shape,
+            name=weight.name.split(":")[0].replace("/", "_"),
+        )
+        self._track_variable(variable)
+
+
 @keras.saving.register_keras_serializable(package="ulmfit_keras")
 class SavedModelEncoder(keras.layers.Layer):
     """The exported SavedModel as a trainable Keras layer whose output carries the Keras mask.
@@ -171,7 +191,7 @@ class SavedModelEncoder(keras.layers.Layer):
         self.call_training_endpoint = call_training_endpoint
         self.output_key = output_key
         self.pad_id = int(pad_id)
-        self.saved_model_layer = keras.layers.TFSMLayer(
+        self.saved_model_layer = _OptimizerSafeTFSMLayer(
             self.saved_model_dir,
             call_endpoint=call_endpoint,
             call_training_endpoint=call_training_endpoint,

@@ -1,0 +1,220 @@
+"""Stage 11: fine-tune a text regressor (one score per text) from a converted encoder.
+
+The gold column holds numbers. Trains like the classifier (STLR or one-cycle, discriminative
+learning rates, gradual unfreezing), logs the validation mean absolute error per epoch and writes
+OUT/model.keras, OUT/task.json (with the label normalization) and OUT/spm.model. With
+--interactive it then reads lines from stdin and prints one score per line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+
+from pretraining_utils.cli import run_stage, verbose_option
+from ulmfit_keras.tasks import (
+    LOSSES,
+    SCHEDULERS,
+    RegressorConfig,
+    TextRegressorPredictor,
+    train_regressor,
+)
+
+logger = logging.getLogger("11_train_regressor")
+
+EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.command(help=__doc__)
+@click.option(
+    "--train-tsv",
+    type=EXISTING_FILE,
+    required=True,
+    help="Training data: tab-separated, with a header row.",
+)
+@click.option(
+    "--test-tsv",
+    type=EXISTING_FILE,
+    default=None,
+    help="Validation data; without it 10% of --train-tsv (fixed seed) is held out.",
+)
+@click.option(
+    "--data-column-name", default="sentence", show_default=True, help="Column holding the text."
+)
+@click.option(
+    "--gold-column-name",
+    default="target",
+    show_default=True,
+    help="Column holding the numeric target.",
+)
+@click.option(
+    "--spm-model-file",
+    type=EXISTING_FILE,
+    default=None,
+    help="SentencePiece .model (default: the one in the export's spm_model/).",
+)
+@click.option(
+    "--model-weights-cp",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Export directory of 05_convert (or its keras_weights folder).",
+)
+@click.option(
+    "--model-type",
+    type=click.Choice(["from_cp", "from_hub"]),
+    default="from_cp",
+    show_default=True,
+    help="from_cp: fine-tune the encoder rebuilt from the export's Keras weights; from_hub: "
+    "train the head over the export's SavedModel, kept frozen.",
+)
+@click.option(
+    "--fixed-seq-len",
+    type=click.IntRange(min=3),
+    default=None,
+    help="Pad every sequence to this length (default: the longest in the data).",
+)
+@click.option(
+    "--max-seq-len",
+    type=click.IntRange(min=3),
+    default=300,
+    show_default=True,
+    help="Cut longer sequences to this many tokens (counted and logged).",
+)
+@click.option(
+    "--num-epochs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Training epochs.",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size."
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-3,
+    show_default=True,
+    help="Peak learning rate (of the head; lower groups get less).",
+)
+@click.option(
+    "--lr-scheduler",
+    type=click.Choice(SCHEDULERS),
+    default="stlr",
+    show_default=True,
+    help="Slanted triangular or one-cycle schedule.",
+)
+@click.option("--awd-off", is_flag=True, help="Turn AWD weight-drop off (weight_p = 0).")
+@click.option(
+    "--qrnn",
+    is_flag=True,
+    help="Assert the export is a QRNN (an error if the export's config disagrees).",
+)
+@click.option(
+    "--save-best",
+    is_flag=True,
+    help="Keep the epoch with the lowest validation MAE, not the last.",
+)
+@click.option(
+    "--out-path",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for the model and its task.json.",
+)
+@click.option(
+    "--interactive", is_flag=True, help="After training, score lines read from stdin until EOF."
+)
+@click.option(
+    "--loss-fn",
+    type=click.Choice(sorted(LOSSES)),
+    default="mse",
+    show_default=True,
+    help="Training loss: mean squared or mean absolute error.",
+)
+@click.option(
+    "--normalize-labels",
+    is_flag=True,
+    help="Train on standardized targets; predictions are transformed back.",
+)
+@click.option("--no-batch-norm", is_flag=True, help="Drop the BatchNorm layers of the head.")
+@click.option(
+    "--unfreeze",
+    type=click.Choice(["gradual", "none"]),
+    default="gradual",
+    show_default=True,
+    help="Gradual unfreezing (top group first) or train all at once.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights and dropout.")
+@verbose_option
+def main(
+    train_tsv: Path,
+    test_tsv: Path | None,
+    data_column_name: str,
+    gold_column_name: str,
+    spm_model_file: Path | None,
+    model_weights_cp: Path,
+    model_type: str,
+    fixed_seq_len: int | None,
+    max_seq_len: int,
+    num_epochs: int,
+    batch_size: int,
+    lr: float,
+    lr_scheduler: str,
+    awd_off: bool,
+    qrnn: bool,
+    save_best: bool,
+    out_path: Path,
+    interactive: bool,
+    loss_fn: str,
+    normalize_labels: bool,
+    no_batch_norm: bool,
+    unfreeze: str,
+    seed: int,
+    verbose: bool,
+) -> None:
+    config = RegressorConfig(
+        train_tsv=train_tsv,
+        test_tsv=test_tsv,
+        data_column=data_column_name,
+        gold_column=gold_column_name,
+        spm_model_file=spm_model_file,
+        model_weights_cp=model_weights_cp,
+        model_type=model_type,
+        out_path=out_path,
+        fixed_seq_len=fixed_seq_len,
+        max_seq_len=max_seq_len,
+        num_epochs=num_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        lr_scheduler=lr_scheduler,
+        awd_off=awd_off,
+        qrnn=qrnn,
+        save_best=save_best,
+        loss_fn=loss_fn,
+        normalize_labels=normalize_labels,
+        batch_norm=not no_batch_norm,
+        unfreeze=unfreeze,
+        seed=seed,
+    )
+
+    def work() -> None:
+        result = train_regressor(config)
+        click.echo(f"validation MAE: {result.val_mae:.4f}")
+        click.echo(f"model: {result.out_path}")
+        if interactive:
+            predictor = TextRegressorPredictor(result.out_path)
+            for line in sys.stdin:
+                if line.strip():
+                    click.echo(f"{predictor.predict([line.strip()])[0]:.4f}")
+
+    run_stage(work, verbose)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""The sequence-tagger training driver behind ``scripts/12_train_tagger.py``, and its reload path.
+
+:func:`train_tagger` reads ``[[word, tag_id], ...]`` JSONL sentences, aligns the word tags to
+SentencePiece subwords (``first``: later subwords ignored; ``all``: every subword labelled),
+fine-tunes a :class:`~ulmfit_keras.tagging.ULMFiTTagger` with ULMFiT's tricks and reports
+entity-level F1 on the validation sentences (predictions read at each word's first subword).
+:class:`TaggerPredictor` reloads the output directory and tags words.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import sentencepiece
+
+from pretraining_utils.errors import InputError
+from ulmfit_keras.tagging import (
+    SCHEMES,
+    AlignedSequence,
+    MaskedSparseCategoricalCrossentropy,
+    ULMFiTTagger,
+    align_word_labels,
+    encode_words,
+    entity_f1,
+    pad_aligned,
+    word_predictions,
+)
+from ulmfit_keras.task_data import (
+    BOS_ID,
+    EOS_ID,
+    read_tagger_jsonl,
+    read_tagger_label_map,
+    split_validation,
+)
+from ulmfit_keras.tasks import (
+    SPM_FILE,
+    TASK_FILE,
+    TrainingConfig,
+    find_spm_model,
+    fine_tune,
+    load_backbone,
+    load_task_model,
+    read_task,
+    resolve_export_dir,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TaggerConfig", "TaggerPredictor", "TaggerResult", "align_sentences", "train_tagger"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaggerConfig(TrainingConfig):
+    """A tagger run: JSONL files, the ``{"0": "O", ...}`` label map, the alignment scheme."""
+
+    train_jsonl: Path
+    label_map: Path
+    test_jsonl: Path | None = None
+    align: str = "first"
+
+
+@dataclass(frozen=True)
+class TaggerResult:
+    """History, validation entity F1 (best with --save-best), the output dir, the model."""
+
+    history: dict[str, list[float]]
+    val_f1: float
+    out_path: Path
+    truncated: int
+    model: keras.Model | None = None
+
+
+def align_sentences(
+    spm: sentencepiece.SentencePieceProcessor,
+    sentences: Sequence[tuple[Sequence[str], Sequence[int]]],
+    scheme: str,
+    max_seq_len: int,
+) -> tuple[list[AlignedSequence], int]:
+    """Sentences aligned to ``<s> subwords </s>``, cut to ``max_seq_len``; and how many were cut."""
+    aligned, truncated = [], 0
+    for words, tags in sentences:
+        pieces = encode_words(spm.encode, list(words))
+        full = sum(len(p) for p in pieces) + 2
+        truncated += full > max_seq_len
+        aligned.append(
+            align_word_labels(
+                pieces, tags, scheme, bos_id=BOS_ID, eos_id=EOS_ID, max_len=max_seq_len
+            )
+        )
+    if truncated:
+        logger.warning(
+            "%d of %d sentences truncated to %d tokens (words cut off get tag 0)",
+            truncated,
+            len(aligned),
+            max_seq_len,
+        )
+    return aligned, truncated
+
+
+class _ValidationF1(keras.callbacks.Callback):
+    """Put the validation entity-level F1 (``val_f1``) into the epoch logs and log it."""
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        aligned: Sequence[AlignedSequence],
+        gold: list[list[str]],
+        tag_names: list[str],
+        batch_size: int,
+    ) -> None:
+        super().__init__()
+        self.ids, self.aligned, self.gold = ids, aligned, gold
+        self.tag_names, self.batch_size = tag_names, batch_size
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        token_preds = self.model.predict(self.ids, batch_size=self.batch_size, verbose=0).argmax(-1)
+        predicted = [
+            [self.tag_names[t] for t in word_predictions(row, seq.word_starts)]
+            for row, seq in zip(token_preds, self.aligned, strict=True)
+        ]
+        scores = entity_f1(self.gold, predicted)
+        if logs is not None:
+            logs["val_f1"] = scores["f1"]
+        loss = (logs or {}).get("loss", float("nan"))
+        logger.info(
+            "epoch %d: loss %.4f, validation entity P %.4f R %.4f F1 %.4f",
+            epoch + 1,
+            loss,
+            scores["precision"],
+            scores["recall"],
+            scores["f1"],
+        )
+
+
+def train_tagger(config: TaggerConfig) -> TaggerResult:
+    """Fine-tune a tagger on ``config.train_jsonl``; write the model to ``config.out_path``."""
+    if config.align not in SCHEMES:
+        raise InputError(f"unknown --align {config.align!r}: use one of {', '.join(SCHEMES)}")
+    tag_names = read_tagger_label_map(config.label_map)
+    train = read_tagger_jsonl(config.train_jsonl, len(tag_names))
+    if config.test_jsonl is not None:
+        valid = read_tagger_jsonl(config.test_jsonl, len(tag_names))
+    else:
+        # No test file: a fixed-seed validation split of the training file.
+        train_idx, valid_idx = split_validation(len(train))
+        train, valid = [train[i] for i in train_idx], [train[i] for i in valid_idx]
+        logger.info("no --test-jsonl: validating on %d sentences", len(valid))
+    export_dir = resolve_export_dir(config.model_weights_cp)
+    spm_path = find_spm_model(export_dir, config.spm_model_file)
+    spm = sentencepiece.SentencePieceProcessor(model_file=str(spm_path))
+    train_aligned, train_cut = align_sentences(spm, train, config.align, config.max_seq_len)
+    valid_aligned, valid_cut = align_sentences(spm, valid, config.align, config.max_seq_len)
+    train_ids, train_labels = pad_aligned(train_aligned, config.fixed_seq_len)
+    valid_ids, _ = pad_aligned(valid_aligned, config.fixed_seq_len)
+
+    encoder = load_backbone(config, export_dir)
+    model = ULMFiTTagger(backbone=encoder, num_labels=len(tag_names), seed=config.seed)
+    gold = [[tag_names[t] for t in tags] for _, tags in valid]
+    validation = _ValidationF1(valid_ids, valid_aligned, gold, tag_names, config.batch_size)
+    history = fine_tune(
+        config,
+        model,
+        encoder,
+        train_ids,
+        train_labels,
+        MaskedSparseCategoricalCrossentropy(),
+        validation,
+        "val_f1",
+        "max",
+    )
+    out = config.out_path
+    shutil.copyfile(spm_path, out / SPM_FILE)
+    task = {
+        "task": "tagger",
+        "tags": tag_names,
+        "align": config.align,
+        "max_seq_len": config.max_seq_len,
+        "fixed_seq_len": config.fixed_seq_len,
+        "model_type": config.model_type,
+        "export_dir": str(export_dir),
+    }
+    tmp = out / (TASK_FILE + ".tmp")
+    tmp.write_text(json.dumps(task, indent=2), encoding="utf-8")
+    os.replace(tmp, out / TASK_FILE)
+    scores = history["val_f1"]
+    return TaggerResult(
+        history,
+        max(scores) if config.save_best else scores[-1],
+        out,
+        train_cut + valid_cut,
+        model=model,
+    )
+
+
+class TaggerPredictor:
+    """Reload a trained tagger directory and tag whitespace-separated words."""
+
+    def __init__(self, out_path: str | os.PathLike) -> None:
+        out = Path(out_path)
+        self.task: dict[str, Any] = read_task(out, "tagger")
+        self.tags: list[str] = self.task["tags"]
+        self.model = load_task_model(out, self.task)
+        self.spm = sentencepiece.SentencePieceProcessor(model_file=str(out / SPM_FILE))
+
+    def predict(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
+        """One tag per word of each sentence (words cut off by ``max_seq_len`` get tag 0)."""
+        dummy = [(words, [0] * len(words)) for words in sentences]
+        aligned, _ = align_sentences(self.spm, dummy, self.task["align"], self.task["max_seq_len"])
+        ids, _ = pad_aligned(aligned, self.task["fixed_seq_len"])
+        token_preds = self.model.predict(ids, verbose=0).argmax(-1)
+        return [
+            [self.tags[t] for t in word_predictions(row, seq.word_starts)]
+            for row, seq in zip(token_preds, aligned, strict=True)
+        ]
