@@ -18,17 +18,15 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
 
 from pretraining_utils.cli import run_stage, verbose_option
+from ulmfit_keras.task_options import EXISTING_FILE, encoder_options
 from ulmfit_keras.tasks import (
     LOSSES,
-    SCHEDULERS,
     RegressorConfig,
     TextRegressorPredictor,
     train_regressor,
 )
 
 logger = logging.getLogger("11_train_regressor")
-
-EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 @click.command(help=__doc__)
@@ -53,69 +51,7 @@ EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     show_default=True,
     help="Column holding the numeric target.",
 )
-@click.option(
-    "--spm-model-file",
-    type=EXISTING_FILE,
-    default=None,
-    help="SentencePiece .model (default: the one in the export's spm_model/).",
-)
-@click.option(
-    "--model-weights-cp",
-    type=click.Path(exists=True, path_type=Path),
-    required=True,
-    help="Export directory of 05_convert (or its keras_weights folder).",
-)
-@click.option(
-    "--model-type",
-    type=click.Choice(["from_cp", "from_hub"]),
-    default="from_cp",
-    show_default=True,
-    help="from_cp: fine-tune the encoder rebuilt from the export's Keras weights; from_hub: "
-    "train the head over the export's SavedModel, kept frozen.",
-)
-@click.option(
-    "--fixed-seq-len",
-    type=click.IntRange(min=3),
-    default=None,
-    help="Pad every sequence to this length (default: the longest in the data).",
-)
-@click.option(
-    "--max-seq-len",
-    type=click.IntRange(min=3),
-    default=300,
-    show_default=True,
-    help="Cut longer sequences to this many tokens (counted and logged).",
-)
-@click.option(
-    "--num-epochs",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Training epochs.",
-)
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size."
-)
-@click.option(
-    "--lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1e-3,
-    show_default=True,
-    help="Peak learning rate (of the head; lower groups get less).",
-)
-@click.option(
-    "--lr-scheduler",
-    type=click.Choice(SCHEDULERS),
-    default="stlr",
-    show_default=True,
-    help="Slanted triangular or one-cycle schedule.",
-)
-@click.option("--awd-off", is_flag=True, help="Turn AWD weight-drop off (weight_p = 0).")
-@click.option(
-    "--qrnn",
-    is_flag=True,
-    help="Assert the export is a QRNN (an error if the export's config disagrees).",
-)
+@encoder_options
 @click.option(
     "--save-best",
     is_flag=True,
