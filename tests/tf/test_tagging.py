@@ -10,7 +10,7 @@ import pytest
 keras = pytest.importorskip("keras")
 sentencepiece = pytest.importorskip("sentencepiece")
 
-import ulmfit_keras as uk  # noqa: E402
+from tests.tf.tiny import tiny_encoder  # noqa: E402
 from ulmfit_keras.tagging import (  # noqa: E402
     IGNORE_LABEL,
     MaskedSparseCategoricalAccuracy,
@@ -176,31 +176,6 @@ def test_masked_loss_and_accuracy_skip_ignored_labels():
     metric.update_state(y, probs)
     want_acc = np.mean(probs.argmax(-1)[keep] == y[keep])
     np.testing.assert_allclose(float(metric.result()), want_acc, rtol=1e-6)
-
-
-def tiny_encoder(vocab_size: int) -> uk.ULMFiTEncoder:
-    keras.utils.set_random_seed(0)
-    encoder, _ = uk.build_encoder(
-        {
-            "arch": "awd-lstm",
-            "vocab_size": vocab_size,
-            "emb_size": 16,
-            "hidden_size": 24,
-            "n_layers": 2,
-            "pad_id": PAD,
-            "input_p": 0.1,
-            "weight_p": 0.1,
-            "embed_p": 0.05,
-            "hidden_p": 0.1,
-            "output_p": 0.1,
-            "windows": None,
-            "tie_weights": True,
-            "out_bias": True,
-            "bidir": False,
-        },
-        seed=0,
-    )
-    return encoder
 
 
 def test_tagger_trains_on_conll_and_round_trips(conll, spm, tmp_path):

@@ -16,6 +16,7 @@ from click.testing import CliRunner  # noqa: E402
 
 import ulmfit_keras as uk  # noqa: E402
 from convert.export import write_saved_model  # noqa: E402
+from tests.tf.tiny import tiny_config  # noqa: E402
 from ulmfit_keras.attention_viz import top_tokens  # noqa: E402
 from ulmfit_keras.lr_finder import ExponentialSweep, find_lr  # noqa: E402
 from ulmfit_keras.tagger_task import (  # noqa: E402
@@ -86,18 +87,7 @@ def export_dir(tmp_path_factory) -> Path:
         character_coverage=1.0,
         minloglevel=2,
     )
-    config = {
-        "arch": "awd-lstm",
-        "vocab_size": 300,
-        "emb_size": 16,
-        "hidden_size": 24,
-        "n_layers": 2,
-        "pad_id": 1,
-        "windows": None,
-        "tie_weights": True,
-        "out_bias": True,
-        "bidir": False,
-    }
+    config = tiny_config(300)
     (root / "config.json").write_text(json.dumps(config), encoding="utf-8")
     keras.utils.set_random_seed(0)
     encoder, lm = uk.build_encoder(config, seed=0)

@@ -10,6 +10,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 import ulmfit_keras as uk  # noqa: E402
+from tests.tf import tiny  # noqa: E402
 from ulmfit_keras.heads_tasks import (  # noqa: E402
     BranchingAttentionClassifier,
     LabelNormalizer,
@@ -33,26 +34,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 
 def tiny_encoder(seed: int = 0) -> uk.ULMFiTEncoder:
-    config = {
-        "arch": "awd-lstm",
-        "vocab_size": VOCAB,
-        "emb_size": 16,
-        "hidden_size": 24,
-        "n_layers": 2,
-        "pad_id": PAD,
-        "input_p": 0.1,
-        "weight_p": 0.1,
-        "embed_p": 0.05,
-        "hidden_p": 0.1,
-        "output_p": 0.1,
-        "windows": None,
-        "tie_weights": True,
-        "out_bias": True,
-        "bidir": False,
-    }
-    keras.utils.set_random_seed(seed)
-    encoder, _ = uk.build_encoder(config, seed=seed)
-    return encoder
+    return tiny.tiny_encoder(VOCAB, seed)
 
 
 def padded_batch(lengths, seq_len: int, rng: np.random.Generator, low=2, high=VOCAB):
