@@ -129,7 +129,8 @@ def _check_dropout(dropout: Sequence[float]) -> tuple[float, float]:
     return values
 
 
-def _deserialize_backbone(config: dict[str, Any], custom_objects) -> dict[str, Any]:
+def deserialize_backbone(config: dict[str, Any], custom_objects) -> dict[str, Any]:
+    """A task model's config with its serialized ``backbone`` turned back into a model."""
     config = dict(config)
     if isinstance(config.get("backbone"), Mapping):
         config["backbone"] = keras.layers.deserialize(
@@ -154,7 +155,7 @@ class _PooledTask(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects=None):
-        return cls(**_deserialize_backbone(config, custom_objects))
+        return cls(**deserialize_backbone(config, custom_objects))
 
 
 @keras.saving.register_keras_serializable(package="ulmfit_keras")
@@ -428,4 +429,4 @@ class BranchingAttentionClassifier(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects=None):
-        return cls(**_deserialize_backbone(config, custom_objects))
+        return cls(**deserialize_backbone(config, custom_objects))

@@ -14,7 +14,7 @@ per-token Dense head over the encoder.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from keras import ops
 from keras.src.backend.common.masking import set_keras_mask
 
 from ulmfit_keras.config import PAD_ID
+from ulmfit_keras.heads_tasks import deserialize_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -320,9 +321,4 @@ class ULMFiTTagger(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects=None) -> ULMFiTTagger:
-        config = dict(config)
-        if isinstance(config.get("backbone"), Mapping):
-            config["backbone"] = keras.layers.deserialize(
-                config["backbone"], custom_objects=custom_objects
-            )
-        return cls(**config)
+        return cls(**deserialize_backbone(config, custom_objects))
