@@ -20,7 +20,12 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
 
 from pretraining_utils.cli import run_stage, verbose_option
-from ulmfit_keras.task_options import EXISTING_FILE, encoder_options
+from ulmfit_keras.task_options import (
+    EXISTING_FILE,
+    echo_lr_finder,
+    lr_finder_option,
+    training_options,
+)
 from ulmfit_keras.tasks import (
     HEADS,
     ClassifierConfig,
@@ -58,18 +63,8 @@ logger = logging.getLogger("10_train_classifier")
     required=True,
     help="Text file with one label per line; line order = class index.",
 )
-@encoder_options
-@click.option(
-    "--save-best",
-    is_flag=True,
-    help="Keep the epoch with the best validation accuracy, not the last.",
-)
-@click.option(
-    "--out-path",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Directory for the model, its task.json and (attention) the heatmaps.",
-)
+@training_options
+@lr_finder_option
 @click.option(
     "--interactive", is_flag=True, help="After training, classify lines read from stdin until EOF."
 )
@@ -83,20 +78,6 @@ logger = logging.getLogger("10_train_classifier")
 @click.option(
     "--no-batch-norm", is_flag=True, help="Drop the BatchNorm layers of the classic head."
 )
-@click.option(
-    "--unfreeze",
-    type=click.Choice(["gradual", "none"]),
-    default="gradual",
-    show_default=True,
-    help="Gradual unfreezing (top group first) or train all at once.",
-)
-@click.option(
-    "--lr-finder",
-    type=click.IntRange(min=2),
-    default=None,
-    help="Only run N steps of an exponential LR sweep, save OUT/lr_finder.png and exit.",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights and dropout.")
 @verbose_option
 def main(
     train_tsv: Path,
@@ -104,26 +85,12 @@ def main(
     data_column_name: str,
     gold_column_name: str,
     label_map: Path,
-    spm_model_file: Path | None,
-    model_weights_cp: Path,
-    model_type: str,
-    fixed_seq_len: int | None,
-    max_seq_len: int,
-    num_epochs: int,
-    batch_size: int,
-    lr: float,
-    lr_scheduler: str,
-    awd_off: bool,
-    qrnn: bool,
-    save_best: bool,
-    out_path: Path,
+    lr_finder: int | None,
     interactive: bool,
     head: str,
     no_batch_norm: bool,
-    unfreeze: str,
-    lr_finder: int | None,
-    seed: int,
     verbose: bool,
+    **training,
 ) -> None:
     config = ClassifierConfig(
         train_tsv=train_tsv,
@@ -131,30 +98,14 @@ def main(
         data_column=data_column_name,
         gold_column=gold_column_name,
         label_map=label_map,
-        spm_model_file=spm_model_file,
-        model_weights_cp=model_weights_cp,
-        model_type=model_type,
-        out_path=out_path,
-        fixed_seq_len=fixed_seq_len,
-        max_seq_len=max_seq_len,
-        num_epochs=num_epochs,
-        batch_size=batch_size,
-        lr=lr,
-        lr_scheduler=lr_scheduler,
-        awd_off=awd_off,
-        qrnn=qrnn,
-        save_best=save_best,
         head=head,
         batch_norm=not no_batch_norm,
-        unfreeze=unfreeze,
-        seed=seed,
+        **training,
     )
 
     def work() -> None:
         if lr_finder is not None:
-            sweep, plot = find_classifier_lr(config, lr_finder)
-            click.echo(f"LR finder: {len(sweep.lrs)} steps, suggested lr {sweep.suggestion:.2e}")
-            click.echo(f"plot: {plot}")
+            echo_lr_finder(*find_classifier_lr(config, lr_finder))
             return
         result = train_classifier(config)
         click.echo(f"validation accuracy: {result.val_accuracy:.4f}")

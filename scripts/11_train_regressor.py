@@ -3,7 +3,8 @@
 The gold column holds numbers. Trains like the classifier (STLR or one-cycle, discriminative
 learning rates, gradual unfreezing), logs the validation mean absolute error per epoch and writes
 OUT/model.keras, OUT/task.json (with the label normalization) and OUT/spm.model. With
---interactive it then reads lines from stdin and prints one score per line.
+--interactive it then reads lines from stdin and prints one score per line. With --lr-finder N
+it only runs an N-step learning-rate sweep and saves the loss-vs-LR plot.
 """
 
 from __future__ import annotations
@@ -18,11 +19,17 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
 
 from pretraining_utils.cli import run_stage, verbose_option
-from ulmfit_keras.task_options import EXISTING_FILE, encoder_options
+from ulmfit_keras.task_options import (
+    EXISTING_FILE,
+    echo_lr_finder,
+    lr_finder_option,
+    training_options,
+)
 from ulmfit_keras.tasks import (
     LOSSES,
     RegressorConfig,
     TextRegressorPredictor,
+    find_regressor_lr,
     train_regressor,
 )
 
@@ -51,18 +58,8 @@ logger = logging.getLogger("11_train_regressor")
     show_default=True,
     help="Column holding the numeric target.",
 )
-@encoder_options
-@click.option(
-    "--save-best",
-    is_flag=True,
-    help="Keep the epoch with the lowest validation MAE, not the last.",
-)
-@click.option(
-    "--out-path",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Directory for the model and its task.json.",
-)
+@training_options
+@lr_finder_option
 @click.option(
     "--interactive", is_flag=True, help="After training, score lines read from stdin until EOF."
 )
@@ -79,67 +76,35 @@ logger = logging.getLogger("11_train_regressor")
     help="Train on standardized targets; predictions are transformed back.",
 )
 @click.option("--no-batch-norm", is_flag=True, help="Drop the BatchNorm layers of the head.")
-@click.option(
-    "--unfreeze",
-    type=click.Choice(["gradual", "none"]),
-    default="gradual",
-    show_default=True,
-    help="Gradual unfreezing (top group first) or train all at once.",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights and dropout.")
 @verbose_option
 def main(
     train_tsv: Path,
     test_tsv: Path | None,
     data_column_name: str,
     gold_column_name: str,
-    spm_model_file: Path | None,
-    model_weights_cp: Path,
-    model_type: str,
-    fixed_seq_len: int | None,
-    max_seq_len: int,
-    num_epochs: int,
-    batch_size: int,
-    lr: float,
-    lr_scheduler: str,
-    awd_off: bool,
-    qrnn: bool,
-    save_best: bool,
-    out_path: Path,
+    lr_finder: int | None,
     interactive: bool,
     loss_fn: str,
     normalize_labels: bool,
     no_batch_norm: bool,
-    unfreeze: str,
-    seed: int,
     verbose: bool,
+    **training,
 ) -> None:
     config = RegressorConfig(
         train_tsv=train_tsv,
         test_tsv=test_tsv,
         data_column=data_column_name,
         gold_column=gold_column_name,
-        spm_model_file=spm_model_file,
-        model_weights_cp=model_weights_cp,
-        model_type=model_type,
-        out_path=out_path,
-        fixed_seq_len=fixed_seq_len,
-        max_seq_len=max_seq_len,
-        num_epochs=num_epochs,
-        batch_size=batch_size,
-        lr=lr,
-        lr_scheduler=lr_scheduler,
-        awd_off=awd_off,
-        qrnn=qrnn,
-        save_best=save_best,
         loss_fn=loss_fn,
         normalize_labels=normalize_labels,
         batch_norm=not no_batch_norm,
-        unfreeze=unfreeze,
-        seed=seed,
+        **training,
     )
 
     def work() -> None:
+        if lr_finder is not None:
+            echo_lr_finder(*find_regressor_lr(config, lr_finder))
+            return
         result = train_regressor(config)
         click.echo(f"validation MAE: {result.val_mae:.4f}")
         click.echo(f"model: {result.out_path}")

@@ -6,7 +6,8 @@ are ignored in loss and metrics; all: every subword gets the word's tag). Trains
 classifier (STLR or one-cycle, discriminative learning rates, gradual unfreezing), logs
 entity-level precision/recall/F1 on the validation sentences per epoch and writes
 OUT/model.keras, OUT/task.json and OUT/spm.model. With --interactive it then reads sentences from
-stdin (words separated by spaces) and prints word/TAG pairs.
+stdin (words separated by spaces) and prints word/TAG pairs. With --lr-finder N it only runs an
+N-step learning-rate sweep and saves the loss-vs-LR plot.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
 
 from pretraining_utils.cli import run_stage, verbose_option
-from ulmfit_keras.tagger_task import TaggerConfig, TaggerPredictor, train_tagger
+from ulmfit_keras.tagger_task import TaggerConfig, TaggerPredictor, find_tagger_lr, train_tagger
 from ulmfit_keras.tagging import SCHEMES
-from ulmfit_keras.task_options import EXISTING_FILE, encoder_options
+from ulmfit_keras.task_options import (
+    EXISTING_FILE,
+    echo_lr_finder,
+    lr_finder_option,
+    training_options,
+)
 
 logger = logging.getLogger("12_train_tagger")
 
@@ -54,74 +60,34 @@ logger = logging.getLogger("12_train_tagger")
     show_default=True,
     help="Label the first subword of each word only, or all of its subwords.",
 )
-@encoder_options
-@click.option(
-    "--save-best", is_flag=True, help="Keep the epoch with the best validation F1, not the last."
-)
-@click.option(
-    "--out-path",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Directory for the model and its task.json.",
-)
+@training_options
+@lr_finder_option
 @click.option(
     "--interactive", is_flag=True, help="After training, tag sentences read from stdin until EOF."
 )
-@click.option(
-    "--unfreeze",
-    type=click.Choice(["gradual", "none"]),
-    default="gradual",
-    show_default=True,
-    help="Gradual unfreezing (top group first) or train all at once.",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights and dropout.")
 @verbose_option
 def main(
     train_jsonl: Path,
     test_jsonl: Path | None,
     label_map: Path,
     align: str,
-    spm_model_file: Path | None,
-    model_weights_cp: Path,
-    model_type: str,
-    fixed_seq_len: int | None,
-    max_seq_len: int,
-    num_epochs: int,
-    batch_size: int,
-    lr: float,
-    lr_scheduler: str,
-    awd_off: bool,
-    qrnn: bool,
-    save_best: bool,
-    out_path: Path,
+    lr_finder: int | None,
     interactive: bool,
-    unfreeze: str,
-    seed: int,
     verbose: bool,
+    **training,
 ) -> None:
     config = TaggerConfig(
         train_jsonl=train_jsonl,
         test_jsonl=test_jsonl,
         label_map=label_map,
         align=align,
-        spm_model_file=spm_model_file,
-        model_weights_cp=model_weights_cp,
-        model_type=model_type,
-        out_path=out_path,
-        fixed_seq_len=fixed_seq_len,
-        max_seq_len=max_seq_len,
-        num_epochs=num_epochs,
-        batch_size=batch_size,
-        lr=lr,
-        lr_scheduler=lr_scheduler,
-        awd_off=awd_off,
-        qrnn=qrnn,
-        save_best=save_best,
-        unfreeze=unfreeze,
-        seed=seed,
+        **training,
     )
 
     def work() -> None:
+        if lr_finder is not None:
+            echo_lr_finder(*find_tagger_lr(config, lr_finder))
+            return
         result = train_tagger(config)
         click.echo(f"validation entity F1: {result.val_f1:.4f}")
         click.echo(f"model: {result.out_path}")

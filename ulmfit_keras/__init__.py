@@ -15,9 +15,10 @@ Public API:
 * downstream heads (``heads_tasks``): :class:`ULMFiTClassifier`, :class:`ULMFiTRegressor`,
   :class:`BranchingAttentionClassifier`, :class:`MaskedConcatPool`, :class:`LabelNormalizer`;
   tagging (``tagging``): :class:`ULMFiTTagger`, :func:`align_word_labels`, :func:`entity_f1`;
-* training (``schedules``, ``training_tricks``): :class:`SlantedTriangularLR`,
+* training (``schedules``, ``training_tricks``, ``weight_drop``): :class:`SlantedTriangularLR`,
   :class:`OneCycleLR`, :class:`GradualUnfreezing`, :class:`DiscriminativeAdam`,
-  :func:`layer_groups`, :func:`discriminative_multipliers`.
+  :func:`layer_groups`, :func:`discriminative_multipliers`, :class:`WeightDropCallback`,
+  :func:`weight_drop_variables`.
 """
 
 from ulmfit_keras.config import ARCHS, PAD_ID, EncoderConfig, read_config
@@ -57,6 +58,7 @@ from ulmfit_keras.training_tricks import (
     discriminative_multipliers,
     layer_groups,
 )
+from ulmfit_keras.weight_drop import WeightDropCallback, weight_drop_variables
 
 __all__ = [
     "ARCHS",
@@ -84,6 +86,7 @@ __all__ = [
     "ULMFiTLanguageModel",
     "ULMFiTRegressor",
     "ULMFiTTagger",
+    "WeightDropCallback",
     "WeightDropLSTM",
     "align_word_labels",
     "build_encoder",
@@ -96,4 +99,5 @@ __all__ = [
     "load_language_model",
     "read_config",
     "variable_paths",
+    "weight_drop_variables",
 ]

@@ -90,11 +90,13 @@ def find_lr(
     start: float = 1e-7,
     end: float = 10.0,
     seed: int = 0,
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> LRFinderResult:
     """Train ``steps`` batches with the rate rising exponentially from ``start`` to ``end``.
 
     The model's weights change: rebuild it before real training. Batches are drawn with a fixed
-    seed, cycling through the data when ``steps * batch_size`` exceeds it.
+    seed, cycling through the data when ``steps * batch_size`` exceeds it. ``callbacks`` run
+    with the sweep (e.g. a :class:`~ulmfit_keras.WeightDropCallback` that training would use).
     """
     schedule = ExponentialSweep(start, end, steps)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), loss=loss)
@@ -108,7 +110,7 @@ def find_lr(
         batch_size=batch_size,
         epochs=1,
         shuffle=False,
-        callbacks=[recorder],
+        callbacks=[*(callbacks or []), recorder],
         verbose=0,
     )
     lrs = [schedule.value(step) for step in range(len(recorder.losses))]

@@ -9,10 +9,8 @@ entity-level F1 on the validation sentences (predictions read at each word's fir
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 import sentencepiece
 
 from pretraining_utils.errors import InputError
+from ulmfit_keras.lr_finder import LRFinderResult
 from ulmfit_keras.tagging import (
     SCHEMES,
     AlignedSequence,
@@ -43,19 +42,28 @@ from ulmfit_keras.task_data import (
 )
 from ulmfit_keras.tasks import (
     SPM_FILE,
-    TASK_FILE,
+    TaskSetup,
     TrainingConfig,
     find_spm_model,
+    find_task_lr,
     fine_tune,
     load_backbone,
     load_task_model,
     read_task,
     resolve_export_dir,
+    write_task,
 )
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TaggerConfig", "TaggerPredictor", "TaggerResult", "align_sentences", "train_tagger"]
+__all__ = [
+    "TaggerConfig",
+    "TaggerPredictor",
+    "TaggerResult",
+    "align_sentences",
+    "find_tagger_lr",
+    "train_tagger",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,8 +149,8 @@ class _ValidationF1(keras.callbacks.Callback):
         )
 
 
-def train_tagger(config: TaggerConfig) -> TaggerResult:
-    """Fine-tune a tagger on ``config.train_jsonl``; write the model to ``config.out_path``."""
+def _tagger_setup(config: TaggerConfig) -> tuple[TaskSetup, list[str]]:
+    """The tagger ready to train, and its tag names."""
     if config.align not in SCHEMES:
         raise InputError(f"unknown --align {config.align!r}: use one of {', '.join(SCHEMES)}")
     tag_names = read_tagger_label_map(config.label_map)
@@ -162,42 +170,42 @@ def train_tagger(config: TaggerConfig) -> TaggerResult:
     train_ids, train_labels = pad_aligned(train_aligned, config.fixed_seq_len)
     valid_ids, _ = pad_aligned(valid_aligned, config.fixed_seq_len)
 
-    encoder = load_backbone(config, export_dir)
-    model = ULMFiTTagger(backbone=encoder, num_labels=len(tag_names), seed=config.seed)
+    backbone = load_backbone(config, export_dir)
     gold = [[tag_names[t] for t in tags] for _, tags in valid]
-    validation = _ValidationF1(valid_ids, valid_aligned, gold, tag_names, config.batch_size)
-    history = fine_tune(
-        config,
-        model,
-        encoder,
-        train_ids,
-        train_labels,
-        MaskedSparseCategoricalCrossentropy(),
-        validation,
-        "val_f1",
-        "max",
+    setup = TaskSetup(
+        export_dir=export_dir,
+        spm_path=spm_path,
+        backbone=backbone,
+        model=ULMFiTTagger(backbone=backbone, num_labels=len(tag_names), seed=config.seed),
+        train_ids=train_ids,
+        train_targets=train_labels,
+        loss=MaskedSparseCategoricalCrossentropy(),
+        validation=_ValidationF1(valid_ids, valid_aligned, gold, tag_names, config.batch_size),
+        monitor="val_f1",
+        mode="max",
+        truncated=train_cut + valid_cut,
     )
-    out = config.out_path
-    shutil.copyfile(spm_path, out / SPM_FILE)
-    task = {
-        "task": "tagger",
-        "tags": tag_names,
-        "align": config.align,
-        "max_seq_len": config.max_seq_len,
-        "fixed_seq_len": config.fixed_seq_len,
-        "model_type": config.model_type,
-        "export_dir": str(export_dir),
-    }
-    tmp = out / (TASK_FILE + ".tmp")
-    tmp.write_text(json.dumps(task, indent=2), encoding="utf-8")
-    os.replace(tmp, out / TASK_FILE)
+    return setup, tag_names
+
+
+def find_tagger_lr(config: TaggerConfig, steps: int) -> tuple[LRFinderResult, Path]:
+    """Run ``steps`` of the LR finder on the tagger; save ``OUT/lr_finder.png``."""
+    setup, _ = _tagger_setup(config)
+    return find_task_lr(config, setup, steps)
+
+
+def train_tagger(config: TaggerConfig) -> TaggerResult:
+    """Fine-tune a tagger on ``config.train_jsonl``; write the model to ``config.out_path``."""
+    setup, tag_names = _tagger_setup(config)
+    history = fine_tune(config, setup)
+    write_task(config, setup, {"task": "tagger", "tags": tag_names, "align": config.align})
     scores = history["val_f1"]
     return TaggerResult(
         history,
         max(scores) if config.save_best else scores[-1],
-        out,
-        train_cut + valid_cut,
-        model=model,
+        config.out_path,
+        setup.truncated,
+        model=setup.model,
     )
 
 

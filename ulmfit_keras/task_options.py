@@ -1,7 +1,9 @@
-"""Command-line options shared by the downstream task CLIs (scripts/10-12).
+"""Command-line options (and output) shared by the downstream task CLIs (scripts/10-12).
 
 They choose the converted encoder, how text is cut and padded, and how training runs; every task
-CLI takes them with the same names, defaults and help, in tf2qrnn's spelling.
+CLI takes them with the same names, defaults and help, in tf2qrnn's spelling. The parameters of
+:func:`training_options` are exactly the fields of :class:`~ulmfit_keras.tasks.TrainingConfig`
+(``batch_norm`` aside), so a CLI passes them on as ``**training``.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from typing import TypeVar
 
 import click
 
-from ulmfit_keras.tasks import SCHEDULERS
+from ulmfit_keras.lr_finder import LRFinderResult
+from ulmfit_keras.tasks import MODEL_TYPES, SCHEDULERS, UNFREEZE
 
 F = TypeVar("F", bound=Callable)
 
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
-_ENCODER_OPTIONS = [
+_TRAINING_OPTIONS = [
     click.option(
         "--spm-model-file",
         type=EXISTING_FILE,
@@ -33,11 +36,12 @@ _ENCODER_OPTIONS = [
     ),
     click.option(
         "--model-type",
-        type=click.Choice(["from_cp", "from_hub"]),
+        type=click.Choice(MODEL_TYPES),
         default="from_cp",
         show_default=True,
-        help="from_cp: fine-tune the encoder rebuilt from the export's Keras weights; from_hub: "
-        "train the head over the export's SavedModel, kept frozen.",
+        help="from_cp: fine-tune the encoder rebuilt from the export's Keras weights (with the "
+        "export's dropouts); from_hub: fine-tune the export's SavedModel (its graph runs without "
+        "dropout; AWD weight-drop is applied by a callback).",
     ),
     click.option(
         "--fixed-seq-len",
@@ -82,15 +86,62 @@ _ENCODER_OPTIONS = [
     ),
     click.option("--awd-off", is_flag=True, help="Turn AWD weight-drop off (weight_p = 0)."),
     click.option(
+        "--zoneout",
+        type=click.FloatRange(min=0, max=1, max_open=True),
+        default=None,
+        help="QRNN only, from_cp only: zoneout probability on the forget gates while training "
+        "(default: the export's, 0).",
+    ),
+    click.option(
         "--qrnn",
         is_flag=True,
         help="Assert the export is a QRNN (an error if the export's config disagrees).",
     ),
+    click.option(
+        "--unfreeze",
+        type=click.Choice(UNFREEZE),
+        default="gradual",
+        show_default=True,
+        help="Gradual unfreezing (head first, one more layer group each epoch) or train all "
+        "groups from the start.",
+    ),
+    click.option(
+        "--save-best",
+        is_flag=True,
+        help="Keep the epoch with the best validation score (accuracy, MAE or entity F1), not "
+        "the last.",
+    ),
+    click.option(
+        "--out-path",
+        type=click.Path(file_okay=False, path_type=Path),
+        required=True,
+        help="Directory for model.keras, task.json, spm.model (and plots).",
+    ),
+    click.option(
+        "--seed", type=int, default=0, show_default=True, help="Seed of weights and dropout."
+    ),
 ]
 
 
-def encoder_options(command: F) -> F:
+def training_options(command: F) -> F:
     """Add the shared options to a click command, in the order listed above."""
-    for option in reversed(_ENCODER_OPTIONS):
+    for option in reversed(_TRAINING_OPTIONS):
         command = option(command)
     return command
+
+
+def lr_finder_option(command: F) -> F:
+    """``--lr-finder N``: the task CLIs' learning-rate sweep instead of training."""
+    return click.option(
+        "--lr-finder",
+        type=click.IntRange(min=2),
+        default=None,
+        help="Only run N steps of an exponential LR sweep (1e-7 to 10), save "
+        "OUT/lr_finder.png and print the suggested rate; no training.",
+    )(command)
+
+
+def echo_lr_finder(sweep: LRFinderResult, plot: Path) -> None:
+    """What the task CLIs print after ``--lr-finder``."""
+    click.echo(f"LR finder: {len(sweep.lrs)} steps, suggested lr {sweep.suggestion:.2e}")
+    click.echo(f"plot: {plot}")

@@ -3,7 +3,9 @@
 :func:`train_classifier` reads the TSV data, loads the converted encoder from an export
 directory, fine-tunes a head with ULMFiT's tricks (STLR / one-cycle, discriminative learning
 rates, gradual unfreezing) and writes ``OUT/model.keras`` + ``OUT/task.json`` + ``OUT/spm.model``;
-:func:`train_regressor` does the same with a linear output. :class:`TextClassifierPredictor`
+:func:`train_regressor` does the same with a linear output. Each task first builds a
+:class:`TaskSetup` (data, encoder, head, validation callback), which :func:`fine_tune` trains and
+:func:`find_task_lr` sweeps with the LR finder. :class:`TextClassifierPredictor`
 reloads a classifier directory and predicts label probabilities (and, for the attention head,
 per-token weights); :class:`TextRegressorPredictor` predicts scores with the label normalization
 undone.
@@ -42,7 +44,7 @@ from ulmfit_keras.loading import (
     find_weights_file,
 )
 from ulmfit_keras.lr_finder import LRFinderResult, find_lr, plot_lr_finder
-from ulmfit_keras.models import ULMFiTEncoder, build_encoder
+from ulmfit_keras.models import build_encoder
 from ulmfit_keras.schedules import OneCycleLR, SlantedTriangularLR
 from ulmfit_keras.task_data import (
     TextExamples,
@@ -56,10 +58,10 @@ from ulmfit_keras.task_data import (
 from ulmfit_keras.training_tricks import (
     DiscriminativeAdam,
     GradualUnfreezing,
-    LayerGroup,
     discriminative_multipliers,
     layer_groups,
 )
+from ulmfit_keras.weight_drop import WeightDropCallback, weight_drop_variables
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +71,15 @@ __all__ = [
     "FineTuneConfig",
     "RegressorConfig",
     "RegressorResult",
+    "TaskSetup",
     "TextClassifierPredictor",
     "TextRegressorPredictor",
     "TrainingConfig",
     "describe_predictions",
     "find_classifier_lr",
+    "find_regressor_lr",
     "find_spm_model",
+    "find_task_lr",
     "fine_tune",
     "load_backbone",
     "load_task_model",
@@ -83,6 +88,7 @@ __all__ = [
     "resolve_export_dir",
     "train_classifier",
     "train_regressor",
+    "write_task",
 ]
 
 MODEL_FILE = "model.keras"
@@ -111,6 +117,7 @@ class TrainingConfig:
     lr: float = 1e-3
     lr_scheduler: str = "stlr"
     awd_off: bool = False
+    zoneout: float | None = None
     qrnn: bool = False
     save_best: bool = False
     batch_norm: bool = True
@@ -165,7 +172,8 @@ def resolve_export_dir(path: str | os.PathLike) -> Path:
         path = path.parent if path.name == KERAS_WEIGHTS_DIR else path.parent.parent
     if not (path / CONFIG_FILE).is_file():
         raise InputError(f"{path}: not an export directory (no {CONFIG_FILE}); run 05_convert")
-    return path
+    # Absolute: a from_hub model.keras names the SavedModel it runs, and is reloaded from anywhere.
+    return path.resolve()
 
 
 def find_spm_model(export_dir: Path, spm_model_file: Path | None) -> Path:
@@ -178,16 +186,28 @@ def find_spm_model(export_dir: Path, spm_model_file: Path | None) -> Path:
     return found[0]
 
 
-def _encoder_config(export_dir: Path, qrnn: bool, awd_off: bool) -> EncoderConfig:
-    config = read_config(export_dir / CONFIG_FILE)
+def _encoder_config(config: TrainingConfig, export_dir: Path) -> EncoderConfig:
+    """The export's model config with the fine-tuning overrides (weight-drop, zoneout)."""
+    enc_config = read_config(export_dir / CONFIG_FILE)
     # The architecture comes from the export; the flag is only a check that the user agrees.
-    if qrnn != (config.arch == "qrnn"):
+    if config.qrnn != (enc_config.arch == "qrnn"):
         raise InputError(
-            f"--qrnn is {'on' if qrnn else 'off'} but the export in {export_dir} is {config.arch}"
+            f"--qrnn is {'on' if config.qrnn else 'off'} but the export in {export_dir} is "
+            f"{enc_config.arch}"
         )
-    if awd_off:
-        config = dataclasses.replace(config, weight_p=0.0)
-    return config
+    if config.awd_off:
+        enc_config = dataclasses.replace(enc_config, weight_p=0.0)
+    if config.zoneout is not None:
+        if enc_config.arch != "qrnn":
+            raise InputError(f"--zoneout is a QRNN option; the export in {export_dir} is an LSTM")
+        if config.model_type == "from_hub":
+            raise InputError(
+                "--zoneout needs --model-type from_cp: the SavedModel runs without dropout"
+            )
+        if not 0.0 <= config.zoneout < 1.0:
+            raise InputError(f"--zoneout must be in [0, 1), got {config.zoneout}")
+        enc_config = dataclasses.replace(enc_config, zoneout=config.zoneout)
+    return enc_config
 
 
 def _load_examples(
@@ -241,61 +261,69 @@ def _prepare(config: FineTuneConfig, train: TextExamples, valid: TextExamples) -
 
 
 def load_backbone(config: TrainingConfig, export_dir: Path) -> keras.Model:
-    """The export's encoder with its pretrained weights (seeded; weight-drop off on request).
+    """The export's encoder with its pretrained weights (seeded; dropouts as configured).
 
-    ``from_cp`` rebuilds the Keras encoder from ``keras_weights/`` (fine-tuned with all the
-    tricks). ``from_hub`` wraps the ``saved_model/`` in :class:`SavedModelEncoder`, *frozen*:
-    Keras optimizers cannot hold slots for the restored SavedModel variables (their names end
-    in ``:0``, which Keras rejects as a scope name), so only the head trains on top of it.
+    ``from_cp`` rebuilds the Keras encoder from ``keras_weights/``, with the export's dropouts
+    (weight-drop off with ``--awd-off``, zoneout from ``--zoneout``). ``from_hub`` wraps the
+    ``saved_model/`` in a trainable :class:`SavedModelEncoder`: its variables fine-tune with the
+    same tricks, but its graph was exported for inference and runs without dropout; AWD
+    weight-drop is then applied from outside by :class:`~ulmfit_keras.WeightDropCallback`.
     """
     if config.model_type not in MODEL_TYPES:
         raise InputError(
             f"unknown --model-type {config.model_type!r}: use one of {', '.join(MODEL_TYPES)}"
         )
     keras.utils.set_random_seed(config.seed)
-    enc_config = _encoder_config(export_dir, config.qrnn, config.awd_off)
+    enc_config = _encoder_config(config, export_dir)
     if config.model_type == "from_hub":
         if not (export_dir / SAVED_MODEL_DIR / "saved_model.pb").is_file():
             raise InputError(f"{export_dir}: no {SAVED_MODEL_DIR}/ for --model-type from_hub")
         ids = keras.Input((config.fixed_seq_len,), dtype="int32", name="token_ids")
-        layer = SavedModelEncoder(export_dir, trainable=False, name="saved_model_encoder")
-        logger.info("from_hub: training the head over the frozen SavedModel in %s", export_dir)
+        layer = SavedModelEncoder(export_dir, name="saved_model_encoder")
+        logger.info("from_hub: fine-tuning the SavedModel in %s", export_dir)
         return keras.Model(ids, layer(ids), name="saved_model_backbone")
     encoder, lm = build_encoder(enc_config, fixed_seq_len=config.fixed_seq_len, seed=config.seed)
     lm.load_weights(find_weights_file(export_dir))  # raises on a mis-shaped variable
     return encoder
 
 
-def _layer_groups(model: keras.Model, encoder: keras.Model) -> list[LayerGroup]:
-    """fastai's groups for a Keras encoder; for a frozen SavedModel backbone, the head only."""
-    if isinstance(encoder, ULMFiTEncoder):
-        return layer_groups(model, encoder)
-    in_backbone = {id(layer) for layer in encoder.layers} | {id(encoder)}
-    head = tuple(layer for layer in model.layers if id(layer) not in in_backbone and layer.weights)
-    return [LayerGroup("head", head)]
+@dataclass(frozen=True)
+class TaskSetup:
+    """A task model ready to train: its data, loss and the validation callback that writes
+    ``monitor`` (to ``mode``: ``"max"`` or ``"min"``) into the epoch logs."""
+
+    export_dir: Path
+    spm_path: Path
+    backbone: keras.Model
+    model: keras.Model
+    train_ids: np.ndarray
+    train_targets: Any
+    loss: Any
+    validation: keras.callbacks.Callback
+    monitor: str
+    mode: str
+    truncated: int
 
 
-def fine_tune(
-    config: TrainingConfig,
-    model: keras.Model,
-    encoder: keras.Model,
-    train_ids: np.ndarray,
-    train_targets: Any,
-    loss: Any,
-    validation: keras.callbacks.Callback,
-    monitor: str,
-    mode: str,
-) -> dict[str, list[float]]:
-    """ULMFiT fine-tuning: schedule, discriminative LRs, unfreezing; saves ``OUT/model.keras``.
+def _hub_weight_drop(config: TrainingConfig, setup: TaskSetup) -> list[keras.callbacks.Callback]:
+    """AWD weight-drop for a ``from_hub`` backbone (the Keras encoder drops weights itself)."""
+    if config.model_type != "from_hub" or config.awd_off:
+        return []
+    weight_p = read_config(setup.export_dir / CONFIG_FILE).weight_p
+    if weight_p == 0.0:
+        return []
+    return [WeightDropCallback(weight_drop_variables(setup.backbone), weight_p, seed=config.seed)]
 
-    ``validation`` must write ``monitor`` into the epoch logs (it runs before the checkpoint).
-    """
+
+def fine_tune(config: TrainingConfig, setup: TaskSetup) -> dict[str, list[float]]:
+    """ULMFiT fine-tuning: schedule, discriminative LRs, unfreezing; saves ``OUT/model.keras``."""
     if config.unfreeze not in UNFREEZE:
         raise InputError(
             f"unknown --unfreeze {config.unfreeze!r}: use one of {', '.join(UNFREEZE)}"
         )
-    steps = max(1, -(-len(train_ids) // config.batch_size)) * config.num_epochs
-    groups = _layer_groups(model, encoder)
+    model = setup.model
+    steps = max(1, -(-len(setup.train_ids) // config.batch_size)) * config.num_epochs
+    groups = layer_groups(model, setup.backbone)
     model.compile(
         optimizer=DiscriminativeAdam(
             learning_rate=_schedule(config.lr_scheduler, config.lr, steps),
@@ -304,22 +332,23 @@ def fine_tune(
             beta_2=0.99,
             lr_multipliers=discriminative_multipliers(groups),
         ),
-        loss=loss,
+        loss=setup.loss,
     )
     out = config.out_path
     out.mkdir(parents=True, exist_ok=True)
-    callbacks: list[keras.callbacks.Callback] = [validation]
+    # Validation first: the checkpoint reads the value it writes into the logs.
+    callbacks: list[keras.callbacks.Callback] = [setup.validation, *_hub_weight_drop(config, setup)]
     if config.unfreeze == "gradual":
         callbacks.append(GradualUnfreezing(groups))
     if config.save_best:
         callbacks.append(
             keras.callbacks.ModelCheckpoint(
-                out / MODEL_FILE, monitor=monitor, mode=mode, save_best_only=True
+                out / MODEL_FILE, monitor=setup.monitor, mode=setup.mode, save_best_only=True
             )
         )
     fit = model.fit(
-        train_ids,
-        train_targets,
+        setup.train_ids,
+        setup.train_targets,
         epochs=config.num_epochs,
         batch_size=config.batch_size,
         callbacks=callbacks,
@@ -333,16 +362,34 @@ def fine_tune(
     return {k: [float(v) for v in vals] for k, vals in fit.history.items()}
 
 
-def _write_task(config: FineTuneConfig, prepared: _Prepared, task: dict[str, Any]) -> None:
+def find_task_lr(
+    config: TrainingConfig, setup: TaskSetup, steps: int
+) -> tuple[LRFinderResult, Path]:
+    """Run ``steps`` of the LR finder on a task model; save ``OUT/lr_finder.png``."""
+    result = find_lr(
+        setup.model,
+        setup.train_ids,
+        setup.train_targets,
+        setup.loss,
+        steps=steps,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        callbacks=_hub_weight_drop(config, setup),
+    )
+    config.out_path.mkdir(parents=True, exist_ok=True)
+    return result, plot_lr_finder(result, config.out_path / "lr_finder.png")
+
+
+def write_task(config: TrainingConfig, setup: TaskSetup, task: dict[str, Any]) -> None:
     """``OUT/spm.model`` and ``OUT/task.json``: what a predictor needs besides the model."""
     out = config.out_path
-    shutil.copyfile(prepared.spm_path, out / SPM_FILE)
+    shutil.copyfile(setup.spm_path, out / SPM_FILE)
     task = {
         **task,
         "max_seq_len": config.max_seq_len,
         "fixed_seq_len": config.fixed_seq_len,
         "model_type": config.model_type,
-        "export_dir": str(prepared.export_dir),
+        "export_dir": str(setup.export_dir),
     }
     tmp = out / (TASK_FILE + ".tmp")
     tmp.write_text(json.dumps(task, indent=2), encoding="utf-8")
@@ -371,20 +418,8 @@ class _ValidationAccuracy(keras.callbacks.Callback):
         logger.info("epoch %d: loss %.4f, validation accuracy %.4f", epoch + 1, loss, accuracy)
 
 
-@dataclass(frozen=True)
-class _ClassifierSetup:
-    labels: list[str]
-    valid: TextExamples
-    valid_y: np.ndarray
-    prepared: _Prepared
-    encoder: keras.Model
-    model: keras.Model
-    loss: Any
-    targets: Any
-
-
-def _classifier_setup(config: ClassifierConfig) -> _ClassifierSetup:
-    """Data, numericalized ids, the pretrained encoder and the head, ready to compile."""
+def _classifier_setup(config: ClassifierConfig) -> tuple[TaskSetup, list[str], TextExamples]:
+    """The classifier ready to train; its labels and validation texts."""
     if config.head not in HEADS:
         raise InputError(f"unknown --head {config.head!r}: use one of {', '.join(HEADS)}")
     labels = read_label_map(config.label_map)
@@ -392,58 +427,56 @@ def _classifier_setup(config: ClassifierConfig) -> _ClassifierSetup:
         config, lambda examples, source: label_indices(examples, labels, source)
     )
     prepared = _prepare(config, train, valid)
-    encoder = load_backbone(config, prepared.export_dir)
+    backbone = load_backbone(config, prepared.export_dir)
     if config.head == "attention":
         model: keras.Model = BranchingAttentionClassifier(
-            backbone=encoder, num_classes=len(labels), seed=config.seed
+            backbone=backbone, num_classes=len(labels), seed=config.seed
         )
         # Only the predictions have a target; the attention weights are an explanation.
         loss: Any = {"predictions": "sparse_categorical_crossentropy"}
         targets: Any = {"predictions": train_y}
     else:
         model = ULMFiTClassifier(
-            backbone=encoder,
+            backbone=backbone,
             num_classes=len(labels),
             use_batch_norm=config.batch_norm,
             seed=config.seed,
         )
         loss, targets = "sparse_categorical_crossentropy", train_y
-    return _ClassifierSetup(labels, valid, valid_y, prepared, encoder, model, loss, targets)
+    setup = TaskSetup(
+        export_dir=prepared.export_dir,
+        spm_path=prepared.spm_path,
+        backbone=backbone,
+        model=model,
+        train_ids=prepared.train_ids,
+        train_targets=targets,
+        loss=loss,
+        validation=_ValidationAccuracy(prepared.valid_ids, valid_y, config.batch_size),
+        monitor="val_accuracy",
+        mode="max",
+        truncated=prepared.truncated,
+    )
+    return setup, labels, valid
 
 
 def find_classifier_lr(config: ClassifierConfig, steps: int) -> tuple[LRFinderResult, Path]:
     """Run ``steps`` of the LR finder on the classifier; save ``OUT/lr_finder.png``."""
-    setup = _classifier_setup(config)
-    result = find_lr(
-        setup.model,
-        setup.prepared.train_ids,
-        setup.targets,
-        setup.loss,
-        steps=steps,
-        batch_size=config.batch_size,
-        seed=config.seed,
-    )
-    config.out_path.mkdir(parents=True, exist_ok=True)
-    return result, plot_lr_finder(result, config.out_path / "lr_finder.png")
+    setup, _, _ = _classifier_setup(config)
+    return find_task_lr(config, setup, steps)
 
 
 def train_classifier(config: ClassifierConfig) -> ClassifierResult:
     """Fine-tune a classifier on ``config.train_tsv``; write the model to ``config.out_path``."""
-    setup = _classifier_setup(config)
-    labels, valid, valid_y, prepared = setup.labels, setup.valid, setup.valid_y, setup.prepared
-    encoder, model, loss, targets = setup.encoder, setup.model, setup.loss, setup.targets
-    validation = _ValidationAccuracy(prepared.valid_ids, valid_y, config.batch_size)
-    history = fine_tune(
-        config, model, encoder, prepared.train_ids, targets, loss, validation, "val_accuracy", "max"
-    )
-    _write_task(config, prepared, {"task": "classifier", "head": config.head, "labels": labels})
+    setup, labels, valid = _classifier_setup(config)
+    history = fine_tune(config, setup)
+    write_task(config, setup, {"task": "classifier", "head": config.head, "labels": labels})
     accuracies = history["val_accuracy"]
     result = ClassifierResult(
         history,
         max(accuracies) if config.save_best else accuracies[-1],
         config.out_path,
-        prepared.truncated,
-        model=model,
+        setup.truncated,
+        model=setup.model,
     )
     if config.head == "attention":
         predictor = TextClassifierPredictor(config.out_path)
@@ -483,40 +516,51 @@ class _ValidationError(keras.callbacks.Callback):
         logger.info("epoch %d: loss %.4f, validation MAE %.4f", epoch + 1, loss, mae)
 
 
-def train_regressor(config: RegressorConfig) -> RegressorResult:
-    """Fine-tune a regressor on ``config.train_tsv``; write the model to ``config.out_path``."""
+def _regressor_setup(config: RegressorConfig) -> tuple[TaskSetup, LabelNormalizer]:
+    """The regressor ready to train, and the label normalizer its predictions undo."""
     if config.loss_fn not in LOSSES:
         raise InputError(f"unknown --loss-fn {config.loss_fn!r}: use one of {', '.join(LOSSES)}")
     train, train_y, valid, valid_y = _load_examples(config, float_targets)
     # Identity unless asked: the predictor always applies the inverse transform.
     normalizer = LabelNormalizer.fit(train_y) if config.normalize_labels else LabelNormalizer()
     prepared = _prepare(config, train, valid)
-    encoder = load_backbone(config, prepared.export_dir)
-    model = ULMFiTRegressor(backbone=encoder, use_batch_norm=config.batch_norm, seed=config.seed)
-    validation = _ValidationError(prepared.valid_ids, valid_y, normalizer, config.batch_size)
-    history = fine_tune(
-        config,
-        model,
-        encoder,
-        prepared.train_ids,
-        normalizer.transform(train_y)[:, None],
-        LOSSES[config.loss_fn],
-        validation,
-        "val_mae",
-        "min",
+    backbone = load_backbone(config, prepared.export_dir)
+    setup = TaskSetup(
+        export_dir=prepared.export_dir,
+        spm_path=prepared.spm_path,
+        backbone=backbone,
+        model=ULMFiTRegressor(
+            backbone=backbone, use_batch_norm=config.batch_norm, seed=config.seed
+        ),
+        train_ids=prepared.train_ids,
+        train_targets=normalizer.transform(train_y)[:, None],
+        loss=LOSSES[config.loss_fn],
+        validation=_ValidationError(prepared.valid_ids, valid_y, normalizer, config.batch_size),
+        monitor="val_mae",
+        mode="min",
+        truncated=prepared.truncated,
     )
-    _write_task(
-        config,
-        prepared,
-        {"task": "regressor", "normalizer": json.loads(normalizer.to_json())},
-    )
+    return setup, normalizer
+
+
+def find_regressor_lr(config: RegressorConfig, steps: int) -> tuple[LRFinderResult, Path]:
+    """Run ``steps`` of the LR finder on the regressor; save ``OUT/lr_finder.png``."""
+    setup, _ = _regressor_setup(config)
+    return find_task_lr(config, setup, steps)
+
+
+def train_regressor(config: RegressorConfig) -> RegressorResult:
+    """Fine-tune a regressor on ``config.train_tsv``; write the model to ``config.out_path``."""
+    setup, normalizer = _regressor_setup(config)
+    history = fine_tune(config, setup)
+    write_task(config, setup, {"task": "regressor", "normalizer": json.loads(normalizer.to_json())})
     errors = history["val_mae"]
     return RegressorResult(
         history,
         min(errors) if config.save_best else errors[-1],
         config.out_path,
-        prepared.truncated,
-        model=model,
+        setup.truncated,
+        model=setup.model,
     )
 
 

@@ -1,7 +1,9 @@
 """ULMFiT's fine-tuning tricks for Keras: layer groups, discriminative learning rates, unfreezing.
 
 * :func:`layer_groups` splits a task model into fastai's groups (``awd_lstm_clas_split``):
-  the embedding, each recurrent layer, and the head (every layer outside the backbone).
+  the embedding, each recurrent layer, and the head (every layer outside the backbone). Over a
+  :class:`~ulmfit_keras.SavedModelEncoder` backbone, whose variables all live in one layer, the
+  encoder groups are sets of variables, found by the export's variable names.
 * Discriminative learning rates: group ``g`` of ``n`` (0 = embedding) trains at
   ``lr / factor ** (n - 1 - g)`` (ULMFiT: ``factor = 2.6``; the head at ``lr``).
   :func:`discriminative_multipliers` gives ``{variable.path: multiplier}``, and
@@ -18,11 +20,14 @@ Both work with ``model.fit`` and combine (fastai uses them together).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import keras
+
+from ulmfit_keras.models import EMBEDDING_NAME, ULMFiTEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -40,21 +45,54 @@ __all__ = [
 DISCRIMINATIVE_FACTOR = 2.6
 
 
+# Variable names inside a SavedModelEncoder: the export's paths with "/" as "_".
+_RECURRENT_VARIABLE = re.compile(r"^(lstm|qrnn)_(\d+)_")
+
+
 @dataclass(frozen=True)
 class LayerGroup:
-    """A named group of layers that share a learning rate and are (un)frozen together."""
+    """A named group of layers (and/or loose variables) that share a learning rate and are
+    (un)frozen together. Loose variables are those of a layer that spans several groups, such
+    as a SavedModel's."""
 
     name: str
     layers: tuple[keras.layers.Layer, ...]
+    loose_variables: tuple[keras.Variable, ...] = ()
 
     @property
     def variables(self) -> list[keras.Variable]:
         """All weights of the group, frozen or not (BatchNorm moving statistics included)."""
-        return [variable for layer in self.layers for variable in layer.weights]
+        layer_weights = [variable for layer in self.layers for variable in layer.weights]
+        return layer_weights + list(self.loose_variables)
 
     def set_trainable(self, trainable: bool) -> None:
         for layer in self.layers:
             layer.trainable = trainable
+        for variable in self.loose_variables:
+            variable.trainable = trainable
+
+
+def _saved_model_groups(backbone: keras.Model) -> list[LayerGroup]:
+    """Embedding and recurrent-layer groups of a SavedModel backbone, by variable name."""
+    embedding: list[keras.Variable] = []
+    recurrent: dict[int, list[keras.Variable]] = {}
+    names: dict[int, str] = {}
+    for variable in backbone.weights:
+        match = _RECURRENT_VARIABLE.match(variable.name)
+        if variable.name.startswith(EMBEDDING_NAME + "_"):
+            embedding.append(variable)
+        elif match:
+            recurrent.setdefault(int(match[2]), []).append(variable)
+            names[int(match[2])] = f"{match[1]}_{match[2]}"
+    if not embedding or sorted(recurrent) != list(range(len(recurrent))) or not recurrent:
+        found = ", ".join(variable.name for variable in backbone.weights) or "none"
+        raise ValueError(
+            f"backbone {backbone.name!r} is neither a ULMFiTEncoder nor a SavedModel of one "
+            f"(variables: {found})"
+        )
+    groups = [LayerGroup("embedding", (), tuple(embedding))]
+    groups += [LayerGroup(names[i], (), tuple(recurrent[i])) for i in sorted(recurrent)]
+    return groups
 
 
 def layer_groups(model: keras.Model, backbone: keras.Model | None = None) -> list[LayerGroup]:
@@ -63,16 +101,20 @@ def layer_groups(model: keras.Model, backbone: keras.Model | None = None) -> lis
     Args:
         model: a task model over an encoder (e.g. :class:`~ulmfit_keras.heads_tasks.
             ULMFiTClassifier`).
-        backbone: its encoder; defaults to ``model.backbone``.
+        backbone: its encoder (a :class:`~ulmfit_keras.ULMFiTEncoder`, or a model over a
+            :class:`~ulmfit_keras.SavedModelEncoder`); defaults to ``model.backbone``.
 
     Raises:
-        ValueError: no backbone, or a model without head weights.
+        ValueError: no backbone, a backbone of neither kind, or a model without head weights.
     """
     backbone = backbone if backbone is not None else getattr(model, "backbone", None)
     if backbone is None:
         raise ValueError("layer_groups needs a task model with a backbone (or pass backbone=)")
-    groups = [LayerGroup("embedding", (backbone.token_embedding,))]
-    groups += [LayerGroup(layer.name, (layer,)) for layer in backbone.recurrent_layers]
+    if isinstance(backbone, ULMFiTEncoder):
+        groups = [LayerGroup("embedding", (backbone.token_embedding,))]
+        groups += [LayerGroup(layer.name, (layer,)) for layer in backbone.recurrent_layers]
+    else:
+        groups = _saved_model_groups(backbone)
     in_backbone = {id(layer) for layer in backbone.layers} | {id(backbone)}
     head = tuple(layer for layer in model.layers if id(layer) not in in_backbone and layer.weights)
     if not head:

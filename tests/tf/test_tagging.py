@@ -10,7 +10,7 @@ import pytest
 keras = pytest.importorskip("keras")
 sentencepiece = pytest.importorskip("sentencepiece")
 
-from tests.tf.tiny import tiny_encoder  # noqa: E402
+from tests.tf.tiny import tiny_encoder, train_spm  # noqa: E402
 from ulmfit_keras.tagging import (  # noqa: E402
     IGNORE_LABEL,
     MaskedSparseCategoricalAccuracy,
@@ -89,23 +89,9 @@ def conll(shared_data):
 @pytest.fixture(scope="module")
 def spm(conll, tmp_path_factory):
     sentences, _ = conll
-    root = tmp_path_factory.mktemp("tagger_spm")
-    corpus = root / "corpus.txt"
-    corpus.write_text(
-        "\n".join(" ".join(word for word, _ in s) for s in sentences), encoding="utf-8"
-    )
-    sentencepiece.SentencePieceTrainer.train(
-        input=str(corpus),
-        model_prefix=str(root / "m"),
-        vocab_size=200,
-        unk_id=0,
-        pad_id=1,
-        bos_id=2,
-        eos_id=3,
-        character_coverage=1.0,
-        minloglevel=2,
-    )
-    return sentencepiece.SentencePieceProcessor(model_file=str(root / "m.model"))
+    texts = [" ".join(word for word, _ in s) for s in sentences]
+    model = train_spm(texts, tmp_path_factory.mktemp("tagger_spm") / "m", vocab_size=200)
+    return sentencepiece.SentencePieceProcessor(model_file=str(model))
 
 
 def test_alignment_with_a_real_spm_model(conll, spm):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +15,6 @@ sentencepiece = pytest.importorskip("sentencepiece")
 from click.testing import CliRunner  # noqa: E402
 
 import ulmfit_keras as uk  # noqa: E402
-from convert.export import write_saved_model  # noqa: E402
-from tests.tf.tiny import tiny_config  # noqa: E402
 from ulmfit_keras.attention_viz import top_tokens  # noqa: E402
 from ulmfit_keras.lr_finder import ExponentialSweep, find_lr  # noqa: E402
 from ulmfit_keras.tagger_task import (  # noqa: E402
@@ -64,37 +62,6 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
-
-
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory) -> Path:
-    """The converter's layout: config.json, keras_weights/, spm_model/ (a tiny AWD-LSTM)."""
-    root = tmp_path_factory.mktemp("export")
-    (root / "spm_model").mkdir()
-    (root / "keras_weights").mkdir()
-    with SENT.open(encoding="utf-8") as handle:
-        texts = [row["sentence"] for row in csv.DictReader(handle, delimiter="\t")]
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(texts), encoding="utf-8")
-    sentencepiece.SentencePieceTrainer.train(
-        input=str(corpus),
-        model_prefix=str(root / "spm_model" / "m"),
-        vocab_size=300,
-        unk_id=0,
-        pad_id=1,
-        bos_id=2,
-        eos_id=3,
-        character_coverage=1.0,
-        minloglevel=2,
-    )
-    config = tiny_config(300)
-    (root / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    keras.utils.set_random_seed(0)
-    encoder, lm = uk.build_encoder(config, seed=0)
-    lm.save_weights(root / "keras_weights" / "tiny.weights.h5")
-    # The SavedModel the converter writes, for --model-type from_hub.
-    write_saved_model(encoder, lm, root / "spm_model" / "m.model", root, None)
-    return root
 
 
 def test_classifier_trains_and_reloads_identically(export_dir, tmp_path):
@@ -394,12 +361,23 @@ def test_exponential_sweep_and_per_batch_losses():
     assert len(result.lrs) == 4
 
 
-def test_classifier_cli_lr_finder_saves_a_plot_and_exits(export_dir, tmp_path):
+@pytest.mark.parametrize("task", ["classifier", "regressor", "tagger"])
+def test_cli_lr_finder_saves_a_plot_and_exits(
+    export_dir, regression_tsv, small_conll, tmp_path, task
+):
+    script, data_flags = {
+        "classifier": ("10_train_classifier", CLASSIFIER_FLAGS),
+        "regressor": (
+            "11_train_regressor",
+            ["--train-tsv", str(regression_tsv), "--gold-column-name", "score"],
+        ),
+        "tagger": ("12_train_tagger", ["--train-jsonl", str(small_conll), *TAGGER_FLAGS]),
+    }[task]
     out = tmp_path / "lrf"
     result = CliRunner().invoke(
-        load_script("10_train_classifier"),
+        load_script(script),
         [
-            *CLASSIFIER_FLAGS,
+            *data_flags,
             "--model-weights-cp",
             str(export_dir),
             "--out-path",
@@ -411,7 +389,8 @@ def test_classifier_cli_lr_finder_saves_a_plot_and_exits(export_dir, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "suggested lr" in result.output
+    # The sweep stops early once the loss diverges (fastai's rule), so at most 12 steps.
+    assert re.search(r"LR finder: ([2-9]|1[0-2]) steps, suggested lr \d", result.output)
     assert (out / "lr_finder.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out / "model.keras").exists()  # the finder does not train a model to keep
 
@@ -424,7 +403,7 @@ def test_top_tokens_orders_by_weight():
     ]
 
 
-def test_classifier_from_hub_trains_the_head_over_the_frozen_saved_model(export_dir, tmp_path):
+def test_classifier_from_hub_fine_tunes_the_saved_model(export_dir, tmp_path):
     out = tmp_path / "hub"
     result = CliRunner().invoke(
         load_script("10_train_classifier"),
@@ -445,10 +424,21 @@ def test_classifier_from_hub_trains_the_head_over_the_frozen_saved_model(export_
         input="a clever film .\n",
     )
     assert result.exit_code == 0, result.output
-    assert "from_hub: training the head over the frozen SavedModel" in result.output
+    assert "from_hub: fine-tuning the SavedModel" in result.output
+    assert "training groups ['lstm_1', 'head']" in result.output  # gradual unfreezing
+    assert "AWD weight-drop callback: p=0.10 on lstm_0_lstm_cell_recurrent_kernel" in result.output
     assert "POSITIVE=" in result.stdout.splitlines()[-1]
     predictor = TextClassifierPredictor(out)  # loads with safe_mode=False (task.json says hub)
     assert predictor.task["model_type"] == "from_hub"
+    # The top LSTM trained in epoch 2; the embedding stayed frozen (2 epochs).
+    pretrained = {w.name: w.numpy() for w in uk.SavedModelEncoder(export_dir).weights}
+    tuned = {w.name: w.numpy() for w in predictor.model.backbone.weights}
+    assert sorted(tuned) == sorted(pretrained)
+    kernel = "lstm_1_lstm_cell_kernel"
+    assert not np.array_equal(tuned[kernel], pretrained[kernel])
+    np.testing.assert_array_equal(
+        tuned["encoder_embedding_embeddings"], pretrained["encoder_embedding_embeddings"]
+    )
     texts = ["a clever blend of fact and fiction ."]
     first, _, _ = predictor.predict(texts)
     again, _, _ = TextClassifierPredictor(out).predict(texts)

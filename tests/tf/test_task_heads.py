@@ -217,11 +217,6 @@ def classifier() -> ULMFiTClassifier:
     return ULMFiTClassifier(backbone=tiny_encoder(), num_classes=2, seed=0)
 
 
-def trained_values(group) -> dict[str, np.ndarray]:
-    """The group's trainable-kind weights (BatchNorm moving statistics always change)."""
-    return {v.path: np.array(v.numpy()) for v in group.variables if "moving_" not in v.path}
-
-
 def test_layer_groups_follow_fastai_split():
     model = classifier()
     groups = layer_groups(model)
@@ -301,26 +296,12 @@ def test_gradual_unfreezing_trains_one_more_group_each_epoch():
         loss="sparse_categorical_crossentropy",
     )
 
-    changed_per_epoch: list[list[str]] = []
-    snapshots = {"values": [trained_values(g) for g in groups]}
-
-    class Recorder(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            del epoch, logs
-            now = [trained_values(g) for g in groups]
-            changed = [
-                g.name
-                for g, old, new in zip(groups, snapshots["values"], now, strict=True)
-                if any(not np.array_equal(old[p], new[p]) for p in old)
-            ]
-            changed_per_epoch.append(changed)
-            snapshots["values"] = now
-
+    recorder = tiny.ChangedGroups(groups)
     unfreezing = GradualUnfreezing(groups)
     history = model.fit(
-        ids, labels, batch_size=8, epochs=5, verbose=0, callbacks=[unfreezing, Recorder()]
+        ids, labels, batch_size=8, epochs=5, verbose=0, callbacks=[unfreezing, recorder]
     )
-    assert changed_per_epoch == [
+    assert recorder.per_epoch == [
         ["head"],
         ["lstm_1", "head"],
         ["lstm_0", "lstm_1", "head"],
