@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -43,6 +42,7 @@ import tensorflow as tf
 import torch
 
 import ulmfit_keras as uk
+from benchmarks.timing import best_times
 from convert.layout import detect_layout, resolve_config
 from convert.mapping import port_weights
 from convert.reference import build_reference
@@ -56,19 +56,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 INFERENCE_TARGET = 0.8
 CONVERSION_TARGET_S = 60.0
 ARCHS = {"awd-lstm": (1152, 3), "qrnn": (1552, 4)}
-
-
-def best_time(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
-    """Minimum wall time of each function over ``reps`` interleaved rounds (after a warm-up)."""
-    for fn in fns.values():
-        fn()
-    times = dict.fromkeys(fns, float("inf"))
-    for _ in range(reps):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name] = min(times[name], time.perf_counter() - start)
-    return times
 
 
 def bench_inference(arch: str, vocab: int, batch: int, seq: int, reps: int) -> dict[str, float]:
@@ -92,9 +79,9 @@ def bench_inference(arch: str, vocab: int, batch: int, seq: int, reps: int) -> d
     for n in sorted({1, threads}):
         # Both thread counts: on a loaded 2-core machine one torch thread is often faster.
         torch.set_num_threads(n)
-        times[f"pytorch_{n}"] = best_time({"t": lambda: reference.encode(ids_torch)}, reps)["t"]
+        times[f"pytorch_{n}"] = best_times({"t": lambda: reference.encode(ids_torch)}, reps)["t"]
     torch.set_num_threads(threads)
-    times["keras"] = best_time({"k": lambda: keras_fn(ids_tf).numpy()}, reps)["k"]
+    times["keras"] = best_times({"k": lambda: keras_fn(ids_tf).numpy()}, reps)["k"]
     times["pytorch"] = min(v for k, v in times.items() if k.startswith("pytorch_"))
     times["max_abs_diff"] = diff
     return times

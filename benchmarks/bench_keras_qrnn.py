@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import time
-from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -32,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from benchmarks.timing import best_times
 from ulmfit_keras import QRNNLayer
 
 TARGET = 5.0
@@ -60,19 +59,6 @@ class QRNNCell(keras.layers.Layer):
         z, f = ops.tanh(z), ops.sigmoid(f)
         h = f * z + (1.0 - f) * h_prev
         return ops.sigmoid(o) * h, [h, inputs]
-
-
-def best_time(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
-    """Minimum wall time of each function over ``reps`` interleaved rounds (after a warm-up)."""
-    for fn in fns.values():
-        fn()
-    times = {name: float("inf") for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name] = min(times[name], time.perf_counter() - start)
-    return times
 
 
 def bench(batch: int, seq: int, n_in: int, units: int, window: int, reps: int) -> dict[str, float]:
@@ -109,7 +95,7 @@ def bench(batch: int, seq: int, n_in: int, units: int, window: int, reps: int) -
         "cell fwd+bwd": (forward_backward(rnn), x),
     }
     fns = {name: functools.partial(fn, arg) for name, (fn, arg) in compiled.items()}
-    times = best_time(fns, reps)
+    times = best_times(fns, reps)
     tokens = batch * seq
     print(
         f"\nbatch {batch}, seq {seq}, {n_in}->{units}, window {window}"

@@ -15,12 +15,12 @@ on CPU (64 on CUDA) so the LSTM runs stay short; ``--layer-batch`` changes it.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from benchmarks.timing import best_times
 from pretraining_utils import qrnn
 
 TARGET = 3.0
@@ -89,20 +89,6 @@ def tight_loop(z, f, h0=None):
     return TightLoop.apply(z, f, h0)
 
 
-def race(candidates: dict[str, Callable[[], object]], reps: int, sync: Callable[[], None]):
-    """Minimum seconds per candidate over ``reps`` interleaved runs (after one warm-up each)."""
-    best = dict.fromkeys(candidates, float("inf"))
-    for rep in range(reps + 1):
-        for name, run in candidates.items():
-            sync()
-            start = time.perf_counter()
-            run()
-            sync()
-            if rep:
-                best[name] = min(best[name], time.perf_counter() - start)
-    return best
-
-
 def forget_mult_step(fn, z, f, grad) -> Callable[[], object]:
     def run():
         out = fn(z, f, None)
@@ -136,7 +122,7 @@ def bench_forget_mult(device: torch.device, reps: int, sync) -> list[tuple]:
             candidates["alt: log-depth scan"] = forget_mult_step(
                 qrnn.forget_mult_scan, z_tm, f_tm, grad_tm
             )
-        best = race(candidates, reps, sync)
+        best = best_times(candidates, reps, sync)
         base = best["fastai 2.2.7 loop"]
         for name, seconds in best.items():
             rows.append((str(shape), name, seconds, batch * seq_len / seconds, base / seconds))
@@ -166,7 +152,7 @@ def bench_layers(device, batch, seq_len, hidden, reps, sync) -> list[tuple]:
             candidates["QRNNLayer, fastai 2.2.7 loop"] = with_forget_mult(
                 fastai_227_forget_mult, layer_step(ours, x, grad)
             )
-        best = race(candidates, reps, sync)
+        best = best_times(candidates, reps, sync)
         base = best["nn.LSTM"]
         label = f"{n_in}->{hidden}, ({batch}, {seq_len})"
         for name, seconds in best.items():

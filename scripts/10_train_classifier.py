@@ -25,6 +25,7 @@ from ulmfit_keras.task_options import (
     echo_lr_finder,
     lr_finder_option,
     training_options,
+    tsv_options,
 )
 from ulmfit_keras.tasks import (
     HEADS,
@@ -39,24 +40,7 @@ logger = logging.getLogger("10_train_classifier")
 
 
 @click.command(help=__doc__)
-@click.option(
-    "--train-tsv",
-    type=EXISTING_FILE,
-    required=True,
-    help="Training data: tab-separated, with a header row.",
-)
-@click.option(
-    "--test-tsv",
-    type=EXISTING_FILE,
-    default=None,
-    help="Validation data; without it 10% of --train-tsv (fixed seed) is held out.",
-)
-@click.option(
-    "--data-column-name", default="sentence", show_default=True, help="Column holding the text."
-)
-@click.option(
-    "--gold-column-name", default="target", show_default=True, help="Column holding the label."
-)
+@tsv_options(gold_help="Column holding the label.")
 @click.option(
     "--label-map",
     type=EXISTING_FILE,

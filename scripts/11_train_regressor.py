@@ -20,10 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 
 from pretraining_utils.cli import run_stage, verbose_option
 from ulmfit_keras.task_options import (
-    EXISTING_FILE,
     echo_lr_finder,
     lr_finder_option,
     training_options,
+    tsv_options,
 )
 from ulmfit_keras.tasks import (
     LOSSES,
@@ -37,27 +37,7 @@ logger = logging.getLogger("11_train_regressor")
 
 
 @click.command(help=__doc__)
-@click.option(
-    "--train-tsv",
-    type=EXISTING_FILE,
-    required=True,
-    help="Training data: tab-separated, with a header row.",
-)
-@click.option(
-    "--test-tsv",
-    type=EXISTING_FILE,
-    default=None,
-    help="Validation data; without it 10% of --train-tsv (fixed seed) is held out.",
-)
-@click.option(
-    "--data-column-name", default="sentence", show_default=True, help="Column holding the text."
-)
-@click.option(
-    "--gold-column-name",
-    default="target",
-    show_default=True,
-    help="Column holding the numeric target.",
-)
+@tsv_options(gold_help="Column holding the numeric target.")
 @training_options
 @lr_finder_option
 @click.option(

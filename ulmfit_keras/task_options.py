@@ -123,9 +123,41 @@ _TRAINING_OPTIONS = [
 ]
 
 
+def tsv_options(gold_help: str) -> Callable[[F], F]:
+    """``--train-tsv``, ``--test-tsv`` and the two column names of the TSV tasks."""
+    options = [
+        click.option(
+            "--train-tsv",
+            type=EXISTING_FILE,
+            required=True,
+            help="Training data: tab-separated, with a header row.",
+        ),
+        click.option(
+            "--test-tsv",
+            type=EXISTING_FILE,
+            default=None,
+            help="Validation data; without it 10% of --train-tsv (fixed seed) is held out.",
+        ),
+        click.option(
+            "--data-column-name",
+            default="sentence",
+            show_default=True,
+            help="Column holding the text.",
+        ),
+        click.option("--gold-column-name", default="target", show_default=True, help=gold_help),
+    ]
+
+    return lambda command: _add_options(options, command)
+
+
 def training_options(command: F) -> F:
     """Add the shared options to a click command, in the order listed above."""
-    for option in reversed(_TRAINING_OPTIONS):
+    return _add_options(_TRAINING_OPTIONS, command)
+
+
+def _add_options(options: list[Callable[[F], F]], command: F) -> F:
+    """Apply click options so that ``--help`` lists them in the order given."""
+    for option in reversed(options):
         command = option(command)
     return command
 

@@ -84,7 +84,7 @@ def _saved_model_groups(backbone: keras.Model) -> list[LayerGroup]:
         elif match:
             recurrent.setdefault(int(match[2]), []).append(variable)
             names[int(match[2])] = f"{match[1]}_{match[2]}"
-    if not embedding or sorted(recurrent) != list(range(len(recurrent))) or not recurrent:
+    if not embedding or not recurrent or sorted(recurrent) != list(range(len(recurrent))):
         found = ", ".join(variable.name for variable in backbone.weights) or "none"
         raise ValueError(
             f"backbone {backbone.name!r} is neither a ULMFiTEncoder nor a SavedModel of one "
