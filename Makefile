@@ -14,8 +14,7 @@ MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3.11
-# Quiets TensorFlow's C++ INFO/WARNING logs (a few start-up lines print before it is read).
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+# No TF_CPP_MIN_LOG_LEVEL export: the TF scripts quiet TensorFlow unless it is set (quiet_tf.py).
 VENV_FASTAI ?= .venv-fastai
 VENV_TF ?= .venv-tf
 FASTAI_PY := $(VENV_FASTAI)/bin/python
@@ -82,7 +81,7 @@ CLS_FLAGS ?= --head attention --num-epochs 3 --lr 5e-3
 
 PYTEST_ARGS ?=
 
-.PHONY: help env env-fastai env-tf cleanup spm encode train convert demo demo-classifier test test-all bench clean distclean
+.PHONY: help env env-fastai env-tf cleanup spm encode train convert demo demo-classifier test test-all bench gpu-check clean distclean
 
 help:
 	@echo "make demo       run stages 01-03 on the demo corpus (creates the environments if missing)"
@@ -95,6 +94,7 @@ help:
 	@echo "    MODEL_FLAGS='$(MODEL_FLAGS)' TRAIN_FLAGS='$(TRAIN_FLAGS)' FIXED_SEQ_LEN=$(FIXED_SEQ_LEN)"
 	@echo "make env       both virtual environments ($(VENV_FASTAI), $(VENV_TF))"
 	@echo "make bench     benchmarks (printed ratios)"
+	@echo "make gpu-check the CUDA paths on a GPU machine, one table (GPU_CHECK_FLAGS=--quick)"
 	@echo "make print-VAR show a variable, e.g. make print-SPM_MODEL VOCAB=35000"
 
 # ---- environments: a stamp file per venv, rebuilt when its requirements change --------------
@@ -187,6 +187,12 @@ bench: $(FASTAI_ENV) $(TF_ENV)
 	$(FASTAI_PY) benchmarks/bench_loader.py
 	$(TF_PY) benchmarks/bench_keras_qrnn.py
 	$(TF_PY) benchmarks/bench_convert.py
+
+# Needs a CUDA machine (else it says so and exits 0); the TF-env part runs in a subprocess, and
+# the rows of both come back in one table. Exit status 1 when a parity or training check fails.
+gpu-check: GPU_CHECK_FLAGS ?=
+gpu-check: $(FASTAI_ENV) $(TF_ENV)
+	$(FASTAI_PY) benchmarks/gpu_check.py --tf-python $(TF_PY) $(GPU_CHECK_FLAGS)
 
 # `make print-SPM_MODEL VOCAB=35000` shows where a variable points.
 print-%:

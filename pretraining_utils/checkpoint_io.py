@@ -1,8 +1,12 @@
 """Reading and writing ``.pth`` files safely, with torch as the only framework.
 
-A fastai ``Learner.save`` file is ``{'model': state_dict, 'opt': optimizer_state}``. Its optimizer
-state pickles fastcore's ``L`` and numpy float scalars (the scheduled hyper-parameters), so
-``torch.load(weights_only=True)`` refuses it as is, and ``weights_only=False`` would let a
+A fastai ``Learner.save`` file is ``{'model': state_dict, 'opt': optimizer_state}``. Written by
+fastai itself, its optimizer state pickles fastcore's ``L`` and numpy float scalars (the scheduled
+hyper-parameters), so ``torch.load(weights_only=True)`` (torch >= 2.6's default) refuses it.
+What we write goes through :func:`plain_state` first: lists, dicts, tensors and Python numbers
+only, so a plain ``torch.load(path)`` opens it and fastai's ``Learner.load`` still reads it.
+
+For the files fastai (or an older version of stage 04) wrote, ``weights_only=False`` would let a
 ``.pth`` from the internet run code while it is unpickled. :func:`load_pth` keeps
 ``weights_only=True`` and allowlists exactly those few globals, mapped to inert stand-ins:
 
@@ -23,7 +27,7 @@ import os
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,7 @@ from pretraining_utils.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_pth", "save_pth"]
+__all__ = ["load_pth", "plain_state", "save_pth"]
 
 
 class _InertL:
@@ -162,6 +166,45 @@ def _is_state_dict(obj: Any) -> bool:
 def _first_line(err: Exception) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def plain_state(obj: Any) -> Any:
+    """A copy of ``obj`` made of types that ``torch.load(weights_only=True)`` reads unaided.
+
+    Built for fastai's ``Optimizer.state_dict()``: its ``hypers`` are an ``L`` of dicts whose
+    scheduled values are numpy scalars. Mappings become dicts, tuples stay tuples, other
+    sequences (``L`` included) become lists, numpy scalars Python numbers (exact: ``item()``
+    widens, never rounds), numpy arrays and tensor subclasses plain tensors. Tensors are not
+    copied, so a checkpoint written mid-training costs no extra memory. fastai's
+    ``Optimizer.load_state_dict`` accepts the result (it only zips and indexes ``hypers``).
+
+    Raises:
+        TypeError: a value of any other type, which would make the file need an allowlist.
+    """
+    if isinstance(obj, torch.Tensor):
+        # A Parameter or fastai's TensorBase would pickle its class; the data is what matters.
+        return obj if type(obj) is torch.Tensor else obj.as_subclass(torch.Tensor)
+    if obj is None or type(obj) in (bool, int, float, str, bytes):
+        return obj
+    if isinstance(obj, np.generic):  # before float: numpy's float64 subclasses it
+        if obj.dtype.kind not in "biuf":
+            raise TypeError(f"a numpy {obj.dtype} scalar has no plain equivalent")
+        return obj.item()
+    for base in (bool, int, float, str, bytes):  # an IntEnum, say, would pickle its class
+        if isinstance(obj, base):
+            return base(obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.array(obj, copy=True))
+    if isinstance(obj, Mapping):
+        return {plain_state(k): plain_state(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return tuple(plain_state(item) for item in obj)
+    if isinstance(obj, Sequence):
+        return [plain_state(item) for item in obj]
+    raise TypeError(
+        f"{type(obj).__module__}.{type(obj).__qualname__} cannot be saved in a plain .pth "
+        "(torch.load with weights_only=True would refuse it)"
+    )
 
 
 def save_pth(state: dict[str, Any], path: str | os.PathLike) -> None:

@@ -1,9 +1,11 @@
 """Stage 01: raw text -> normalised sentences, one per line.
 
-Each input line is a paragraph. A paragraph is decoded (invalid UTF-8 replaced and counted),
-normalised (NFKC, control characters dropped, whitespace collapsed), split into sentences by
-nltk's Punkt, optionally lower-cased, and its punctuation is spaced off the words. Sentences
-never span input lines.
+The input is read as units: each line (``lines``), or lines joined up to a blank line
+(``paragraphs``, for hard-wrapped text), or whichever of the two a sample of the input looks
+like (``auto``); see :mod:`pretraining_utils.text_units`. A unit is decoded (invalid UTF-8
+replaced and counted), normalised (NFKC, control characters dropped, whitespace collapsed),
+split into sentences by nltk's Punkt, optionally lower-cased, and its punctuation is spaced off
+the words. Sentences never span units.
 
 Punkt is trained here, on the head of the input itself, because nltk's pretrained models are
 a download we cannot rely on; a built-in abbreviation list per language
@@ -11,7 +13,7 @@ a download we cannot rely on; a built-in abbreviation list per language
 parameters used are saved beside the output (``<out>.punkt.json``) and can be reused with
 ``punkt_params`` so that several corpora are split the same way.
 
-The input is streamed in chunks of whole lines, processed by worker processes in input order,
+The input is streamed in chunks of whole units, processed by worker processes in input order,
 so memory stays constant on inputs of any size and the output does not depend on the number
 of workers.
 """
@@ -23,14 +25,12 @@ import json
 import logging
 import multiprocessing
 import signal
-import sys
 import time
-import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import regex
 from nltk.tokenize.punkt import (
@@ -49,12 +49,23 @@ from pretraining_utils.punkt_seeds import (
     seed_abbreviations,
     sentence_final_abbreviations,
 )
-from pretraining_utils.streams import line_chunks
+from pretraining_utils.text_units import (
+    AUTO,
+    INPUT_FORMATS,
+    MAX_PARAGRAPH_BYTES,
+    PARAGRAPHS,
+    STDIN,
+    Chunk,
+    chunk_units,
+    format_size,
+    input_files,
+    paragraph_chunks,
+    read_chunks,
+    resolve_format,
+    take_head,
+)
 
 logger = logging.getLogger(__name__)
-
-STDIN = Path("-")
-"""The ``input_text`` that means standard input."""
 
 PARAMS_FORMAT = "punkt-params"
 PARAMS_FORMAT_VERSION = 1
@@ -83,7 +94,11 @@ class CleanupConfig:
         max_words: sentences with more tokens are dropped and counted; ``None``: no limit.
         punkt_params: a ``.punkt.json`` saved by an earlier run, used instead of training.
         sample_bytes: how much of the input's head Punkt is trained on.
-        chunk_bytes: the size of the chunks of whole lines sent to the workers.
+        chunk_bytes: the size of the chunks of whole units sent to the workers.
+        input_format: ``lines``, ``paragraphs`` or ``auto``
+            (see :mod:`pretraining_utils.text_units`).
+        max_paragraph_bytes: in paragraphs mode, a paragraph with no blank line for this
+            long is cut (and counted) at the next line end.
     """
 
     input_text: Path
@@ -96,6 +111,8 @@ class CleanupConfig:
     punkt_params: Path | None = None
     sample_bytes: int = 8 * MIB
     chunk_bytes: int = MIB
+    input_format: str = AUTO
+    max_paragraph_bytes: int = MAX_PARAGRAPH_BYTES
 
     def __post_init__(self) -> None:
         # Accept str paths too; frozen, so set through object.
@@ -116,8 +133,14 @@ class CleanupConfig:
                 f"max_words ({self.max_words}) must be at least 1 and at least "
                 f"min_words ({self.min_words})"
             )
-        if self.chunk_bytes < 1 or self.sample_bytes < 0:
-            raise InputError("chunk_bytes must be positive and sample_bytes not negative")
+        if self.chunk_bytes < 1 or self.sample_bytes < 0 or self.max_paragraph_bytes < 1:
+            raise InputError(
+                "chunk_bytes and max_paragraph_bytes must be positive, sample_bytes not negative"
+            )
+        if self.input_format not in INPUT_FORMATS:
+            raise InputError(
+                f"unknown input format {self.input_format!r}; use one of {', '.join(INPUT_FORMATS)}"
+            )
 
     @property
     def params_path(self) -> Path:
@@ -133,7 +156,10 @@ class CleanupSummary:
     params_path: Path
     bytes_in: int
     lines_in: int
-    paragraphs: int
+    input_format: str  # as used: lines or paragraphs, never auto
+    paragraphs: int  # the units read: non-empty lines, or joined paragraphs
+    cut_paragraphs: int  # paragraphs cut for having no blank line for max_paragraph_bytes
+    max_paragraph_bytes: int
     sentences_out: int
     dropped_short: int
     dropped_long: int
@@ -148,8 +174,15 @@ class CleanupSummary:
         if self.invalid_bytes:
             invalid += f" (first on line {self.first_invalid_line} of {self.first_invalid_source})"
         rate = self.bytes_in / MIB / self.seconds if self.seconds > 0 else 0.0
+        if self.input_format == PARAGRAPHS:
+            units = (
+                f"{self.paragraphs:,} paragraphs, {self.cut_paragraphs:,} cut at "
+                f"{format_size(self.max_paragraph_bytes)}"
+            )
+        else:
+            units = f"{self.paragraphs:,} non-empty"
         return (
-            f"{self.lines_in:,} lines in ({self.paragraphs:,} non-empty), "
+            f"{self.lines_in:,} lines in, read as {self.input_format} ({units}), "
             f"{self.sentences_out:,} sentences out, dropped {self.dropped_short:,} too short "
             f"and {self.dropped_long:,} too long, {invalid}, {self.seconds:.1f} s "
             f"({rate:.1f} MiB/s), wrote {self.out_path}"
@@ -158,26 +191,6 @@ class CleanupSummary:
 
 # ---------------------------------------------------------------------------------------------
 # Pure text functions
-
-# Control (Cc) and format (Cf) characters are dropped: NUL, BOM, soft hyphens, zero-width
-# spaces and bidi marks carry no words. Exceptions: the whitespace controls (tab, CR, VT, FF,
-# the \x1c-\x1f separators, NEL), which str.split() then turns into single spaces, and the
-# zero-width (non-)joiners, which change how Persian, Indic and emoji text reads.
-_DROPPED_CHARS = regex.compile(
-    r"[[\p{Cc}\p{Cf}]--[\t\n\x0b\x0c\r\x1c-\x1f\x85\u200c\u200d]]", regex.V1
-)
-
-
-def normalize_text(text: str) -> str:
-    """NFKC-normalise, drop control/format characters and collapse whitespace to single spaces.
-
-    NFKC folds compatibility forms (ligatures, full-width letters and digits, non-breaking
-    spaces, "…" -> "...") so one word is spelled one way in the corpus.
-    """
-    text = unicodedata.normalize("NFKC", text)
-    text = _DROPPED_CHARS.sub("", text)
-    return " ".join(text.split())
-
 
 # A "word character" is anything that is neither whitespace nor punctuation (P*) nor a symbol
 # (S*): letters, digits, combining marks, plus "_" so identifiers (sys.version_info, __init__)
@@ -288,7 +301,8 @@ class SeededPunktTokenizer(PunktSentenceTokenizer):
 
 
 def train_punkt(paragraphs: Iterable[str], lang: str, batch_chars: int = MIB) -> dict[str, Any]:
-    """Train Punkt on ``paragraphs`` (normalised lines) and add ``lang``'s seed abbreviations.
+    """Train Punkt on ``paragraphs`` (normalised units, as they will be split) and add
+    ``lang``'s seed abbreviations.
 
     Returns the parameters as a plain, JSON-ready dict (see :func:`build_sentence_splitter`).
     Training runs in batches of about ``batch_chars`` characters so memory stays bounded.
@@ -304,7 +318,7 @@ def train_punkt(paragraphs: Iterable[str], lang: str, batch_chars: int = MIB) ->
         batch.append(paragraph)
         size += len(paragraph) + 2
         if size >= batch_chars:
-            # Blank lines between paragraphs tell Punkt each line starts a sentence.
+            # Blank lines between paragraphs tell Punkt each unit starts a sentence.
             trainer.train("\n\n".join(batch), finalize=False)
             trained += size
             batch, size = [], 0
@@ -415,32 +429,7 @@ def build_sentence_splitter(params: Mapping[str, Any]) -> SeededPunktTokenizer:
 
 
 # ---------------------------------------------------------------------------------------------
-# Decoding and the per-chunk work done in worker processes
-
-_ESCAPED_BYTE = regex.compile(r"[\udc80-\udcff]")
-
-
-def decode_utf8(data: bytes) -> tuple[str, int]:
-    """Decode UTF-8, replacing invalid bytes with U+FFFD; return the text and how many bytes
-    were invalid.
-
-    ``errors="replace"`` puts one U+FFFD per invalid *sequence*, so the bytes are counted with
-    ``surrogateescape``, which maps each invalid byte to its own lone surrogate.
-    """
-    try:
-        return data.decode("utf-8"), 0
-    except UnicodeDecodeError:
-        invalid = len(_ESCAPED_BYTE.findall(data.decode("utf-8", "surrogateescape")))
-        return data.decode("utf-8", "replace"), invalid
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    """Whole lines of one input source, and the number of the first one (1-based)."""
-
-    source: str
-    first_line: int
-    data: bytes
+# The per-chunk work done in worker processes
 
 
 @dataclass(frozen=True)
@@ -454,6 +443,7 @@ class _ChunkResult:
     dropped_long: int
     invalid_bytes: int
     first_invalid_line: int | None
+    cut_line: int | None  # the last line of a paragraph cut at the size limit
     source: str
 
 
@@ -484,32 +474,14 @@ def _init_worker(params: dict[str, Any], options: _Options) -> None:
     _worker_state = _WorkerState(build_sentence_splitter(params), options)
 
 
-def _split_lines(data: bytes) -> list[bytes]:
-    lines = data.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()  # the chunk ended with a newline, not with an empty last line
-    return lines
-
-
-def _process_chunk(chunk: _Chunk) -> _ChunkResult:
-    """Decode, normalise, split and space one chunk of lines (runs in a worker)."""
+def _process_chunk(chunk: Chunk) -> _ChunkResult:
+    """Decode, normalise, split and space one chunk of units (runs in a worker)."""
     assert _worker_state is not None, "_init_worker was not run"
     splitter, options = _worker_state.splitter, _worker_state.options
-    lines = _split_lines(chunk.data)
-    invalid = 0
-    first_invalid: int | None = None
+    units = chunk_units(chunk)
     out: list[str] = []
-    paragraphs = short = long = 0
-    for number, raw in enumerate(lines, start=chunk.first_line):
-        line, bad = decode_utf8(raw)
-        if bad:
-            invalid += bad
-            if first_invalid is None:
-                first_invalid = number
-        paragraph = normalize_text(line)
-        if not paragraph:
-            continue
-        paragraphs += 1
+    short = long = 0
+    for paragraph in units.texts:
         for sentence in splitter.tokenize(paragraph):
             if options.lowercase:
                 sentence = sentence.lower()
@@ -525,89 +497,20 @@ def _process_chunk(chunk: _Chunk) -> _ChunkResult:
     return _ChunkResult(
         data=text.encode("utf-8"),
         nbytes=len(chunk.data),
-        lines=len(lines),
-        paragraphs=paragraphs,
+        lines=units.lines,
+        paragraphs=len(units.texts),
         sentences=len(out),
         dropped_short=short,
         dropped_long=long,
-        invalid_bytes=invalid,
-        first_invalid_line=first_invalid,
+        invalid_bytes=units.invalid_bytes,
+        first_invalid_line=units.first_invalid_line,
+        cut_line=chunk.first_line + units.lines - 1 if chunk.cut else None,
         source=chunk.source,
     )
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading the input
-
-
-def input_files(input_text: Path) -> list[Path]:
-    """The files ``input_text`` names: itself, a directory's ``*.txt`` files (recursively,
-    sorted) or ``[STDIN]``. InputError if there is nothing to read."""
-    input_text = Path(input_text)
-    if input_text == STDIN:
-        return [STDIN]
-    if not input_text.exists():
-        raise InputError(
-            f"input {input_text} does not exist; pass a text file, a directory of .txt files "
-            "or - for standard input"
-        )
-    if input_text.is_dir():
-        files = sorted(p for p in input_text.rglob("*.txt") if p.is_file())
-        if not files:
-            raise InputError(
-                f"input directory {input_text} contains no .txt files; put the corpus in "
-                "*.txt files there or pass a file"
-            )
-        return files
-    return [input_text]
-
-
-def input_size(input_text: Path) -> int | None:
-    """Total bytes of the input, or None for standard input (for progress bars)."""
-    files = input_files(input_text)
-    if files == [STDIN]:
-        return None
-    return sum(f.stat().st_size for f in files)
-
-
-def _chunks_of(stream: BinaryIO, source: str, chunk_bytes: int) -> Iterator[_Chunk]:
-    """Cut a byte stream into chunks of about ``chunk_bytes`` that end at line ends."""
-    for first_line, data in line_chunks(stream, chunk_bytes):
-        yield _Chunk(source, first_line, data)
-
-
-def _read_chunks(files: list[Path], chunk_bytes: int) -> Iterator[_Chunk]:
-    """Chunks of every input file in turn; a chunk never spans two files."""
-    for path in files:
-        if path == STDIN:
-            yield from _chunks_of(sys.stdin.buffer, "<stdin>", chunk_bytes)
-        else:
-            with open(path, "rb") as stream:
-                yield from _chunks_of(stream, str(path), chunk_bytes)
-
-
-def _take_head(chunks: Iterator[_Chunk], sample_bytes: int) -> tuple[list[_Chunk], bool]:
-    """Read whole chunks off ``chunks`` until ``sample_bytes`` are in hand.
-
-    Returns them and whether they are the whole input. The head is kept in memory so that
-    stdin, which cannot be read twice, is still processed in full.
-    """
-    head: list[_Chunk] = []
-    size = 0
-    for chunk in chunks:
-        head.append(chunk)
-        size += len(chunk.data)
-        if size >= sample_bytes:
-            return head, False
-    return head, True
-
-
-def _paragraphs(chunks: Iterable[_Chunk]) -> Iterator[str]:
-    for chunk in chunks:
-        for raw in _split_lines(chunk.data):
-            paragraph = normalize_text(decode_utf8(raw)[0])
-            if paragraph:
-                yield paragraph
+# Training on the head of the input
 
 
 def _describe_input(input_text: Path) -> str:
@@ -617,19 +520,19 @@ def _describe_input(input_text: Path) -> str:
 def _empty_input_error(input_text: Path) -> InputError:
     return InputError(
         f"{_describe_input(input_text)} contains no text (only whitespace or nothing at all); "
-        "point --input-text at the raw corpus: one paragraph per line, UTF-8"
+        "point --input-text at the raw corpus, UTF-8 text"
     )
 
 
 def _train_on_head(
-    chunks: Iterator[_Chunk], config: CleanupConfig
-) -> tuple[dict[str, Any], list[_Chunk]]:
+    chunks: Iterator[Chunk], config: CleanupConfig
+) -> tuple[dict[str, Any], list[Chunk]]:
     """Train Punkt on the first ``config.sample_bytes`` of ``chunks``; return the params and
     the chunks consumed, which the caller must still process (stdin cannot be read twice)."""
-    head, whole_input = _take_head(chunks, config.sample_bytes)
-    sample = list(_paragraphs(head))
+    head, whole_input = take_head(chunks, config.sample_bytes)
+    sample = [text for chunk in head for text in chunk_units(chunk).texts]
     if whole_input and not sample:
-        raise _empty_input_error(config.input_text)  # before any worker or file is made
+        raise _empty_input_error(config.input_text)  # before any worker is started
     head_bytes = sum(len(c.data) for c in head)
     logger.info("training Punkt on the first %.1f MiB of the input", head_bytes / MIB)
     tic = time.perf_counter()
@@ -661,6 +564,8 @@ class _Totals:
     invalid_bytes: int = 0
     first_invalid_line: int | None = None
     first_invalid_source: str | None = None
+    cut_paragraphs: int = 0
+    max_paragraph_bytes: int = MAX_PARAGRAPH_BYTES
 
     def add(self, result: _ChunkResult) -> None:
         self.bytes_in += result.nbytes
@@ -679,6 +584,17 @@ class _Totals:
                 result.first_invalid_line,
                 result.source,
             )
+        if result.cut_line is not None:
+            self.cut_paragraphs += 1
+            if self.cut_paragraphs == 1:
+                logger.warning(
+                    "no blank line for %s up to line %d of %s; cutting the paragraph there "
+                    "and counting such cuts in the summary (if each line is a paragraph, "
+                    "pass --input-format lines)",
+                    format_size(self.max_paragraph_bytes),
+                    result.cut_line,
+                    result.source,
+                )
 
 
 def cleanup_corpus(
@@ -703,18 +619,27 @@ def cleanup_corpus(
     if out_path.resolve() in {f.resolve() for f in files if f != STDIN}:
         raise InputError(f"the output {out_path} is also an input; write it somewhere else")
 
-    chunks: Iterator[_Chunk] = _read_chunks(files, config.chunk_bytes)
+    params: dict[str, Any] | None = None
     if config.punkt_params is not None:
-        # Nothing is read ahead: the output starts at once, even on a slow pipe.
         params = load_punkt_params(config.punkt_params, config.lang)
         logger.info("using Punkt parameters from %s", config.punkt_params)
-    else:
-        params, head = _train_on_head(chunks, config)
-        chunks = itertools.chain(head, chunks)
 
     options = _Options(config.lowercase, config.min_words, config.max_words)
-    totals = _Totals()
+    totals = _Totals(max_paragraph_bytes=config.max_paragraph_bytes)
     with atomic_file(out_path) as tmp, open(tmp, "wb") as out:
+        # Reading starts inside the block: auto and Punkt training read ahead, which on a slow
+        # pipe takes a while, and meanwhile the temporary output shows the stage has started
+        # (it is removed if the stage is stopped). With --punkt-params and a given format
+        # nothing is read ahead and the output starts at once.
+        chunks = read_chunks(files, config.chunk_bytes)
+        decision, chunks = resolve_format(chunks, config.input_format)
+        logger.info("%s", decision.describe())
+        if decision.input_format == PARAGRAPHS:
+            chunks = paragraph_chunks(chunks, config.chunk_bytes, config.max_paragraph_bytes)
+        if params is None:
+            # After the regrouping: Punkt learns from the units it will split.
+            params, head = _train_on_head(chunks, config)
+            chunks = itertools.chain(head, chunks)
         results = ordered_map(
             _process_chunk,
             chunks,
@@ -744,7 +669,10 @@ def cleanup_corpus(
         params_path=config.params_path,
         bytes_in=totals.bytes_in,
         lines_in=totals.lines,
+        input_format=decision.input_format,
         paragraphs=totals.paragraphs,
+        cut_paragraphs=totals.cut_paragraphs,
+        max_paragraph_bytes=config.max_paragraph_bytes,
         sentences_out=totals.sentences,
         dropped_short=totals.dropped_short,
         dropped_long=totals.dropped_long,

@@ -15,8 +15,13 @@ from typing import TypeVar
 import click
 
 from pretraining_utils.errors import InputError
+from pretraining_utils.quiet_tf import VERBOSE_FLAGS
 
 R = TypeVar("R")
+
+# Libraries whose INFO lines are noise at our INFO level (TensorFlow's while saving: renamed
+# inputs, asset paths); they log from WARNING up unless --verbose.
+QUIET_LIBRARY_LOGGERS = ("absl", "tensorflow")
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -28,6 +33,8 @@ def setup_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
         force=True,
     )
+    for name in QUIET_LIBRARY_LOGGERS:  # NOTSET: a verbose run after a quiet one, in one process
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
 
 
 def _raise_keyboard_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -51,6 +58,7 @@ def run_stage(work: Callable[[], R], verbose: bool = False) -> R:
         sys.exit(130)
 
 
+# The TF scripts read these flags from argv before click runs (pretraining_utils.quiet_tf).
 verbose_option = click.option(
-    "--verbose", "-v", is_flag=True, help="Log debug messages as well as progress and summaries."
+    *VERBOSE_FLAGS, is_flag=True, help="Log debug messages as well as progress and summaries."
 )

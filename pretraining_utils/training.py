@@ -17,7 +17,10 @@ Robustness:
   LSTM kernels are not bit-reproducible, so the two runs only agree closely.)
 * a NaN/inf loss stops training (:class:`TrainingDiverged`); the last good checkpoint stays.
 * outputs are written atomically: ``EXP.json`` (:class:`LMConfig`), ``EXP.history.csv`` and,
-  last, ``EXP.pth`` (fastai's ``Learner.save`` format: ``{'model', 'opt'}``).
+  last, ``EXP.pth``: fastai's ``Learner.save`` layout ``{'model', 'opt'}``, with the optimizer
+  state in plain lists, dicts, tensors and Python numbers (:func:`plain_state`) and every tensor
+  on the CPU, so that a plain ``torch.load(path)`` opens it anywhere and ``Learner.load`` (with
+  the optimizer) reads it too. The checkpoint's optimizer state has the same plain form.
 
 Distributed data parallelism: run the CLI under ``torchrun --nproc_per_node N``. Each process
 reads its own ``batch_size`` streams of one global layout of ``N * batch_size`` streams (see
@@ -54,7 +57,7 @@ from fastai.callback.rnn import RNNRegularizer, rnn_cbs
 from fastai.callback.training import GradientClip
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
-from fastai.learner import Learner, save_model
+from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import Perplexity, accuracy
 from fastai.optimizer import Adam
@@ -66,7 +69,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pretraining_utils import SPECIAL_IDS
 from pretraining_utils.artifacts import atomic_file, library_versions
 from pretraining_utils.awd_qrnn import build_language_model, language_model_split
-from pretraining_utils.checkpoint_io import load_pth, save_pth
+from pretraining_utils.checkpoint_io import load_pth, plain_state, save_pth
 from pretraining_utils.corpus import BinaryCorpus
 from pretraining_utils.errors import InputError
 from pretraining_utils.lm_config import ARCHS, DROPOUT_NAMES, LMConfig, sidecar_path
@@ -845,7 +848,7 @@ class _Run:
             scaler = getattr(learn, "scaler", None)
             state = {
                 "model": get_model(learn.model).state_dict(),
-                "opt": learn.opt.state_dict(),
+                "opt": plain_state(learn.opt.state_dict()),
                 "progress": {
                     "phase": phase_index,
                     "epochs_done_in_phase": epochs_done_in_phase,
@@ -907,9 +910,31 @@ def _save_outputs(run: _Run) -> None:
     get_model(learn.model).reset()
     run.lm_config.save(paths.config)
     _write_history(paths.history, run.history)
-    with atomic_file(paths.model) as tmp:
-        save_model(tmp, get_model(learn.model), learn.opt, with_opt=True)
+    save_pth(_final_state(learn), paths.model)
     shutil.rmtree(paths.checkpoint_dir, ignore_errors=True)
+
+
+def _final_state(learn: Learner) -> dict[str, Any]:
+    """``{'model', 'opt'}`` as ``Learner.save`` has it, but loadable with plain ``torch.load``.
+
+    fastai's own ``save_model`` pickles the optimizer's ``L`` and numpy scalars, which
+    ``weights_only=True`` refuses; and tensors saved on CUDA would not load on a CPU-only machine.
+    """
+    model_state = get_model(learn.model).state_dict()
+    for key, value in model_state.items():  # in place: keeps the state dict's _metadata
+        model_state[key] = value.detach().cpu()
+    return {"model": model_state, "opt": _to_cpu(plain_state(learn.opt.state_dict()))}
+
+
+def _to_cpu(obj: Any) -> Any:
+    """The plain structure ``obj`` with every tensor moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(item) for item in obj)
+    return obj
 
 
 def _diverged_message(run: _Run, phase_index: int) -> str:
@@ -992,9 +1017,7 @@ def _train_phases(run: _Run) -> int | None:
         if state is not None and index == next_phase:
             start_epoch = next_epoch
             if start_epoch > 0:
-                opt_state = dict(state["opt"])
-                opt_state["hypers"] = L(opt_state["hypers"])
-                learn.opt.load_state_dict(opt_state)
+                _restore_optimizer(learn, state["opt"])
             restore = state
         if run.rank == 0 and phase.name != "pretrain":
             logger.info(
@@ -1022,10 +1045,21 @@ def _train_phases(run: _Run) -> int | None:
             learn.freeze_to(-1)
         else:
             learn.unfreeze()
-        opt_state = dict(state["opt"])
-        opt_state["hypers"] = L(opt_state["hypers"])
-        learn.opt.load_state_dict(opt_state)
+        _restore_optimizer(learn, state["opt"])
     return resumed_after
+
+
+def _restore_optimizer(learn: Learner, saved: dict[str, Any]) -> None:
+    """Load a checkpoint's plain optimizer state into ``learn.opt``.
+
+    ``hypers`` becomes an ``L`` again, as fastai builds it. The checkpoint is read onto the CPU,
+    so each state tensor moves to its parameter's device (else a CUDA step would mix devices).
+    """
+    learn.opt.load_state_dict({"state": list(saved["state"]), "hypers": L(saved["hypers"])})
+    for param, param_state in learn.opt.state.items():
+        for key, value in param_state.items():
+            if isinstance(value, torch.Tensor):
+                param_state[key] = value.to(param.device)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ import click
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from pretraining_utils.cleanup import CleanupConfig, CleanupSummary, cleanup_corpus, input_size
+from pretraining_utils.cleanup import CleanupConfig, CleanupSummary, cleanup_corpus
 from pretraining_utils.cli import run_stage, verbose_option
 from pretraining_utils.parallel import default_workers
 from pretraining_utils.punkt_seeds import PUNKT_LANGUAGES
+from pretraining_utils.text_units import INPUT_FORMATS, input_size
 
 
 def _run(config: CleanupConfig) -> CleanupSummary:
@@ -59,6 +60,17 @@ def _run(config: CleanupConfig) -> CleanupSummary:
     type=click.IntRange(min=1),
     help="Worker processes; the output does not depend on it.",
 )
+@click.option(
+    "--input-format",
+    default="auto",
+    show_default=True,
+    type=click.Choice(INPUT_FORMATS, case_sensitive=False),
+    help="How lines make up the text that is split into sentences. lines: each line is one "
+    "paragraph or sentence (Wikipedia dumps, one sentence per line); a sentence never spans "
+    "two lines. paragraphs: hard-wrapped text (books, e-mail, man pages, RST/Markdown); lines "
+    "are joined with a space up to a blank line. auto: decide from the head of the input and "
+    "log why.",
+)
 @click.option("--lowercase", is_flag=True, help="Lower-case the sentences (after splitting).")
 @click.option(
     "--min-words",
@@ -85,6 +97,7 @@ def main(
     out_path: Path,
     lang: str,
     workers: int,
+    input_format: str,
     lowercase: bool,
     min_words: int,
     max_words: int | None,
@@ -93,7 +106,8 @@ def main(
 ) -> None:
     """Clean a raw text corpus and split it into sentences, one per line.
 
-    Each input line is a paragraph. Text is decoded as UTF-8 (invalid bytes are replaced and
+    Each input line is a paragraph, or, for hard-wrapped text, lines are joined into paragraphs at
+    blank lines (--input-format). Text is decoded as UTF-8 (invalid bytes are replaced and
     counted), NFKC-normalised, split into sentences by nltk's Punkt (trained on the head of the
     input, seeded with built-in abbreviations for the language), and punctuation is spaced off the
     words. The Punkt parameters used are saved as OUT_PATH.punkt.json; pass them to --punkt-params
@@ -106,6 +120,7 @@ def main(
                 out_path=out_path,
                 lang=lang,
                 workers=workers,
+                input_format=input_format,
                 lowercase=lowercase,
                 min_words=min_words,
                 max_words=max_words,

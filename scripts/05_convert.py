@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
+import sys
 from pathlib import Path
 
 import click
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+from pretraining_utils.quiet_tf import quiet_tensorflow
+
+# TensorFlow prints its C++ start-up log lines while it is first imported: here, quieted.
+with quiet_tensorflow(sys.argv[1:]):
+    import tensorflow  # noqa: F401
 
 from convert.pipeline import ConvertConfig, ConvertSummary, convert, output_size
 from convert.verify import DEFAULT_TOLERANCE
@@ -107,9 +111,6 @@ def main(
     """
 
     def work() -> ConvertSummary:
-        if not verbose:  # TensorFlow's INFO lines while saving (renamed inputs, asset paths)
-            for name in ("absl", "tensorflow"):
-                logging.getLogger(name).setLevel(logging.WARNING)
         config = ConvertConfig(
             pretrained_model=pretrained_model,
             spm_model_file=spm_model_file,

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import click
+
+from pretraining_utils.quiet_tf import quiet_tensorflow
+
+# TensorFlow prints its C++ start-up log lines while it is first imported: here, quieted.
+with quiet_tensorflow(sys.argv[1:]):
+    import tensorflow  # noqa: F401
 
 from convert.tryout import try_export
 from pretraining_utils.cli import run_stage, verbose_option

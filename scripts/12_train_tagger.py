@@ -13,13 +13,16 @@ N-step learning-rate sweep and saves the loss-vs-LR plot.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
 import click
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+from pretraining_utils.quiet_tf import quiet_tensorflow
+
+# TensorFlow prints its C++ start-up log lines while it is first imported: here, quieted.
+with quiet_tensorflow(sys.argv[1:]):
+    import tensorflow  # noqa: F401
 
 from pretraining_utils.cli import run_stage, verbose_option
 from ulmfit_keras.tagger_task import TaggerConfig, TaggerPredictor, find_tagger_lr, train_tagger

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import signal
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,13 @@ from pretraining_utils.cleanup import (
     CleanupConfig,
     build_sentence_splitter,
     cleanup_corpus,
-    decode_utf8,
     load_punkt_params,
-    normalize_text,
     space_punctuation,
     train_punkt,
 )
 from pretraining_utils.errors import InputError
 from pretraining_utils.punkt_seeds import ABBREVIATIONS, PUNKT_LANGUAGES
+from pretraining_utils.text_units import decode_utf8, normalize_text
 from tests.helpers import load_script
 
 ENGLISH = (
@@ -67,16 +65,7 @@ POLISH_SENTENCES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _restore_process_state():
-    """run_stage reconfigures the root logger and SIGTERM; undo that after each test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    sigterm = signal.getsignal(signal.SIGTERM)
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    signal.signal(signal.SIGTERM, sigterm)
+pytestmark = pytest.mark.usefixtures("restore_process_state")
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +122,9 @@ def test_english_end_to_end(tmp_path):
 
 
 def test_sentences_never_span_lines(tmp_path):
-    lines, _ = _run(tmp_path, "A line without an end\nand the next line.\n\nThird one.\n")
+    lines, _ = _run(
+        tmp_path, "A line without an end\nand the next line.\n\nThird one.\n", input_format="lines"
+    )
     assert lines == ["A line without an end", "and the next line .", "Third one ."]
 
 
@@ -437,6 +428,7 @@ def test_cli_help_lists_every_option(cli):
         "--out-path",
         "--lang",
         "--workers",
+        "--input-format",
         "--lowercase",
         "--min-words",
         "--max-words",

@@ -68,8 +68,29 @@ def _temp_entries(directory: Path) -> list[str]:
     return [name for name in os.listdir(directory) if ".tmp-" in name]
 
 
-def _start_on_fifo(tmp_path: Path, stage: str, *args) -> tuple[subprocess.Popen, Path]:
-    """Start a stage reading a FIFO that gets some lines but no EOF: it is stuck mid-run."""
+def _default_disposition(*signals: signal.Signals):
+    """A ``preexec_fn`` giving the child the default handling of the signals a test sends.
+
+    A child inherits "ignored" dispositions: under ``nohup``, ``make test &`` or a job runner
+    SIGINT arrives ignored, Python then installs no KeyboardInterrupt handler, and the stage is
+    right to honour that. A test that sends the signal must not depend on how it was launched.
+    """
+    catchable = [s for s in signals if s != signal.SIGKILL]
+
+    def reset() -> None:
+        for sig in catchable:
+            signal.signal(sig, signal.SIG_DFL)
+
+    return reset
+
+
+def _start_on_fifo(
+    tmp_path: Path, stage: str, *args, signals: tuple[signal.Signals, ...] = ()
+) -> tuple[subprocess.Popen, Path]:
+    """Start a stage reading a FIFO that gets some lines but no EOF: it is stuck mid-run.
+
+    ``signals`` are the ones the test will send; the child gets their default disposition.
+    """
     fifo = tmp_path / "input.fifo"
     os.mkfifo(fifo)
     cmd = [
@@ -77,7 +98,14 @@ def _start_on_fifo(tmp_path: Path, stage: str, *args) -> tuple[subprocess.Popen,
         str(SCRIPTS / f"{stage}.py"),
         *[str(a).replace("{fifo}", str(fifo)) for a in args],
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=_default_disposition(*signals),
+    )
     writer = open(fifo, "w", encoding="utf-8")  # noqa: SIM115 - held open on purpose
     writer.write("A first line of text. And a second sentence here.\n" * 200)
     writer.flush()
@@ -88,6 +116,39 @@ def _start_on_fifo(tmp_path: Path, stage: str, *args) -> tuple[subprocess.Popen,
     "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name
 )
 def test_cleanup_killed_midway_leaves_no_output(tmp_path, prepared, sig):
+    _interrupt_cleanup_midway(tmp_path, prepared, sig)
+
+
+def test_cleanup_interrupt_works_when_parent_ignores_sigint(tmp_path, prepared):
+    """As under `nohup make test &`: the test process ignores SIGINT, the stage still gets it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _interrupt_cleanup_midway(tmp_path, prepared, signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_child_inherits_ignored_sigint_without_the_reset():
+    """The premise of the two tests above: without the reset, the child's SIGINT stays ignored."""
+    probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        inherited = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+        )
+        reset = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=_default_disposition(signal.SIGINT),
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert (inherited.stdout.strip(), reset.stdout.strip()) == ("True", "False")
+
+
+def _interrupt_cleanup_midway(tmp_path: Path, prepared: dict[str, Path], sig) -> None:
     out = tmp_path / "out" / "sentences.txt"
     proc, writer = _start_on_fifo(
         tmp_path,
@@ -100,6 +161,7 @@ def test_cleanup_killed_midway_leaves_no_output(tmp_path, prepared, sig):
         prepared["punkt"],
         "--workers",
         "1",
+        signals=(sig,),
     )
     _wait_for(lambda: out.parent.is_dir() and _temp_entries(out.parent))
     proc.send_signal(sig)
@@ -128,6 +190,7 @@ def test_encode_killed_midway_leaves_no_output(tmp_path, prepared, sig):
         out,
         "--workers",
         "1",
+        signals=(sig,),
     )
     _wait_for(lambda: out.parent.is_dir() and _temp_entries(out.parent))
     proc.send_signal(sig)

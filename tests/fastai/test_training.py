@@ -6,14 +6,18 @@ resume, fine-tuning, the NaN guard and the CLI.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
 import os
+import pickle
 import shutil
 import subprocess
 import sys
 import time
+import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +26,14 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from fastai.callback.core import Callback
-from fastai.learner import load_model, save_model
+from fastai.learner import Learner, load_model, save_model
+from fastai.losses import CrossEntropyLossFlat
+from fastai.optimizer import Adam
 from fastai.torch_core import get_model
+from fastcore.foundation import L
 
-from pretraining_utils.awd_qrnn import AWD_QRNN, build_language_model
-from pretraining_utils.checkpoint_io import load_pth, save_pth
+from pretraining_utils.awd_qrnn import AWD_QRNN, build_language_model, language_model_split
+from pretraining_utils.checkpoint_io import load_pth, plain_state, save_pth
 from pretraining_utils.corpus import BinaryCorpus
 from pretraining_utils.demo_corpus import write_demo_corpus
 from pretraining_utils.encode import EncodeConfig, encode_corpus
@@ -101,10 +108,13 @@ def tiny_config(corpus: Path, save_path: Path, exp_name: str, **changes) -> Trai
 
 
 class CaptureModel(Callback):
-    """Keep a reference to the trained model (the unwrapped one) when fitting ends."""
+    """Keep the trained model (the unwrapped one), its Learner and a copy of its optimizer state
+    (fastai's in-memory form: ``L`` and numpy scalars) when fitting ends."""
 
     def after_fit(self) -> None:
         self.final_model = get_model(self.learn.model)
+        self.fitted = self.learn
+        self.opt_state = copy.deepcopy(self.learn.opt.state_dict())
 
 
 class RecordWeights(Callback):
@@ -189,6 +199,8 @@ def trained(text_corpus, tmp_path_factory) -> dict[str, dict]:
         runs[arch] = {
             "summary": summary,
             "model": capture.final_model,
+            "learn": capture.fitted,
+            "opt_state": capture.opt_state,
             "paths": output_paths(out, f"tiny-{arch}"),
         }
     return runs
@@ -406,13 +418,117 @@ def test_reloaded_pth_gives_identical_outputs(trained, arch):
     assert torch.equal(logits_of(other, x), logits_of(run["model"], x))
 
 
+def stage04_learner(learn: Learner, lm_config: LMConfig, path: Path) -> Learner:
+    """A fresh Learner with stage 04's recipe, as the README shows it (the data is ``learn``'s)."""
+    return Learner(
+        learn.dls,
+        build_language_model(lm_config),
+        loss_func=CrossEntropyLossFlat(),
+        opt_func=partial(Adam, wd=0.1, eps=1e-7),
+        splitter=language_model_split,
+        path=path,
+    )
+
+
+def adam_step(learn: Learner, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One optimizer step on a fixed batch, in eval mode (no dropout: deterministic)."""
+    model = get_model(learn.model)
+    model.eval()
+    model.reset()
+    learn.opt.zero_grad()
+    logits = model(x)[0]
+    F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).backward()
+    learn.opt.step()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_final_pth_opens_with_plain_torch_load(trained, arch):
+    run = trained[arch]
+    state = torch.load(run["paths"].model)  # torch >= 2.6: weights_only=True, no allowlist
+    assert set(state) == {"model", "opt"}
+    assert_same_weights(state["model"], run["model"].state_dict())
+    assert all(v.device.type == "cpu" for v in state["model"].values())
+    opt = state["opt"]
+    assert type(opt["hypers"]) is list and type(opt["state"]) is list
+    assert all(type(v) in (float, int, bool) for h in opt["hypers"] for v in h.values())
+    # The optimizer state in the file is the optimizer's at the end of training, value for value.
+    want = run["opt_state"]
+    assert opt["hypers"] == [dict(h) for h in want["hypers"]]
+    assert len(opt["state"]) == len(want["state"]) > 0
+    for got, expected in zip(opt["state"], want["state"], strict=True):
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(got[key], value), key
+            else:
+                assert got[key] == value, key
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fastai_learner_load_restores_weights_and_optimizer(trained, tmp_path, arch):
+    run = trained[arch]
+    cfg = LMConfig.load(run["paths"].config)
+    # Reference: the optimizer state exactly as fastai held it in memory (L, numpy scalars).
+    reference = stage04_learner(run["learn"], cfg, tmp_path)
+    reference.model.load_state_dict(run["model"].state_dict())
+    reference.create_opt()
+    reference.opt.load_state_dict(copy.deepcopy(run["opt_state"]))
+    loaded = stage04_learner(run["learn"], cfg, tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded.load(str(run["paths"].model.with_suffix("")), with_opt=True)  # fastai adds .pth
+    assert not [w for w in caught if "optimizer state" in str(w.message)]
+    assert_same_weights(loaded.model.state_dict(), run["model"].state_dict())
+    assert [dict(h) for h in loaded.opt.hypers] == [dict(h) for h in reference.opt.hypers]
+    fresh = stage04_learner(run["learn"], cfg, tmp_path)  # same weights, no optimizer state
+    fresh.model.load_state_dict(run["model"].state_dict())
+    fresh.create_opt()
+    fresh.opt.load_state_dict({"state": [{} for _ in run["opt_state"]["state"]],
+                               "hypers": copy.deepcopy(run["opt_state"]["hypers"])})  # fmt: skip
+
+    gen = torch.Generator().manual_seed(5)
+    x, y = (torch.randint(0, 300, (4, 20), generator=gen) for _ in range(2))
+    for lr in (None, 1e-3):  # the restored hypers, then a new LR set on the plain-list hypers
+        for learn in (reference, loaded, fresh):
+            if lr is not None:
+                learn.opt.set_hypers(lr=lr)
+            adam_step(learn, x, y)
+        assert_same_weights(loaded.model.state_dict(), reference.model.state_dict())
+    differs = [k for k, v in fresh.model.state_dict().items()
+               if not torch.equal(v, reference.model.state_dict()[k])]  # fmt: skip
+    assert differs  # the moments and step counts mattered, so they were restored
+
+
+def test_plain_state_converts_fastai_types_and_refuses_others():
+    t = torch.ones(2)
+    sd = {"state": [{"grad_avg": t, "step": 3, "do_wd": False}],
+          "hypers": L([{"lr": np.float64(1e-3), "mom": np.float32(0.9), "n": np.int64(2)}]),
+          "pair": (torch.nn.Parameter(torch.zeros(1)), np.bool_(True))}  # fmt: skip
+    plain = plain_state(sd)
+    assert type(plain["hypers"]) is list and type(plain["hypers"][0]["lr"]) is float
+    assert plain["hypers"][0] == {"lr": 1e-3, "mom": float(np.float32(0.9)), "n": 2}
+    assert type(plain["hypers"][0]["n"]) is int and plain["pair"][1] is True
+    assert plain["state"][0]["grad_avg"] is t  # tensors are shared, not copied
+    assert type(plain["pair"][0]) is torch.Tensor
+    assert isinstance(sd["hypers"], L) and type(sd["hypers"][0]["lr"]) is np.float64  # untouched
+    with pytest.raises(TypeError, match="builtins.object cannot be saved in a plain .pth"):
+        plain_state({"x": [object()]})
+    with pytest.raises(TypeError, match="complex128"):
+        plain_state(np.complex128(1j))
+
+
 # ---------------------------------------------------------------------------------------------
 # Safe loading
 # ---------------------------------------------------------------------------------------------
 
 
-def test_load_pth_reads_a_real_learner_save_file(trained):
-    state = load_pth(trained["awd-lstm"]["paths"].model)
+def test_load_pth_reads_a_file_written_by_fastai_itself(trained, tmp_path):
+    # fastai's save_model (and stage 04 before its .pth went plain) pickles L and numpy scalars.
+    learn = trained["awd-lstm"]["learn"]
+    save_model(tmp_path / "fastai.pth", learn.model, learn.opt, with_opt=True)
+    with pytest.raises(pickle.UnpicklingError, match="fastcore.foundation.L"):
+        torch.load(tmp_path / "fastai.pth")
+    state = load_pth(tmp_path / "fastai.pth")
     opt = state["opt"]
     assert isinstance(opt["hypers"], list) and isinstance(opt["state"], list)
     hypers = opt["hypers"][0]
@@ -470,6 +586,8 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(
     paths = output_paths(tmp_path, "run")
     checkpoint = load_pth(paths.checkpoint_dir / CHECKPOINT_FILE)
     assert checkpoint["progress"]["epochs_done"] == 1 and not paths.model.exists()
+    plain = torch.load(paths.checkpoint_dir / CHECKPOINT_FILE)  # no allowlist needed either
+    assert type(plain["opt"]["hypers"]) is list and plain["opt"]["state"]
 
     changed = tiny_config(
         text_corpus["bin"], tmp_path, "run", num_epochs=2, batch_size=8, resume=True

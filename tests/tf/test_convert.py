@@ -536,7 +536,7 @@ FASTAI_SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def fastai_trained(spm_model, tmp_path_factory) -> Path:
-    """Two real Learner.save files (fastcore L and numpy scalars in 'opt') and their forward."""
+    """Two real stage-04 files (plain tensors and Python types in 'opt') and their forward."""
     if not FASTAI_PY.is_file():
         pytest.skip(f"the fastai environment ({FASTAI_PY}) is not installed")
     out = tmp_path_factory.mktemp("fastai")
