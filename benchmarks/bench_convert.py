@@ -47,10 +47,10 @@ from convert.layout import detect_layout, resolve_config
 from convert.mapping import port_weights
 from convert.reference import build_reference
 from convert.testing import fastai_lm_state_dict, save_learner_file
-from pretraining_utils.artifacts import sha256_file
 from pretraining_utils.demo_corpus import write_demo_corpus
-from pretraining_utils.lm_config import LMConfig
 from pretraining_utils.spm import SpmConfig, build_spm
+from ulmfit_core.artifacts import sha256_file
+from ulmfit_core.lm_config import LMConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INFERENCE_TARGET = 0.8

@@ -68,8 +68,6 @@ from benchmarks.gpu_check_report import (
     skip_row,
     summary_line,
 )
-from pretraining_utils.artifacts import write_json
-from pretraining_utils.cli import setup_logging, verbose_option
 from pretraining_utils.qrnn import (
     ForgetMult,
     forget_mult_reference,
@@ -77,6 +75,8 @@ from pretraining_utils.qrnn import (
     forget_mult_triton,
     select_forget_mult,
 )
+from ulmfit_core.artifacts import write_json
+from ulmfit_core.cli import setup_logging, verbose_option
 
 if TYPE_CHECKING:
     from benchmarks.gpu_check_train import TrainRun

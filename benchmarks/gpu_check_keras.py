@@ -36,7 +36,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from pretraining_utils.quiet_tf import quiet_tensorflow
+from ulmfit_core.quiet_tf import quiet_tensorflow
 
 # TensorFlow prints its C++ start-up log while it is first imported: quieted (not with -v).
 with quiet_tensorflow(sys.argv[1:]):
@@ -61,9 +61,9 @@ from benchmarks.gpu_check_report import (
 from convert.layout import detect_layout, resolve_config
 from convert.mapping import port_weights
 from convert.testing import fastai_lm_state_dict
-from pretraining_utils.artifacts import write_json
-from pretraining_utils.cli import setup_logging, verbose_option
-from pretraining_utils.lm_config import LMConfig
+from ulmfit_core.artifacts import write_json
+from ulmfit_core.cli import setup_logging, verbose_option
+from ulmfit_core.lm_config import LMConfig
 
 logger = logging.getLogger("gpu_check_keras")
 

@@ -27,8 +27,8 @@ from fastai.optimizer import Adam
 from fastcore.basics import noop
 
 from pretraining_utils.awd_qrnn import build_language_model, language_model_split
-from pretraining_utils.lm_config import LMConfig
 from pretraining_utils.training import MOMS, PRECISIONS, NonFiniteLossGuard
+from ulmfit_core.lm_config import LMConfig
 
 logger = logging.getLogger(__name__)
 

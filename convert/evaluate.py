@@ -37,9 +37,10 @@ from convert.mapping import check_keys, weight_plan
 from convert.reference import build_reference
 from convert.verify import ParityError, pad_batch
 from pretraining_utils.checkpoint_io import load_pth
-from pretraining_utils.errors import InputError
-from pretraining_utils.lm_config import LMConfig
 from pretraining_utils.lm_data import LMStreamBatches, open_token_corpus
+from ulmfit_core.errors import InputError
+from ulmfit_core.export_layout import CONFIG_FILE, FASTAI_DIR, SAVED_MODEL_DIR
+from ulmfit_core.lm_config import LMConfig
 
 logger = logging.getLogger(__name__)
 
@@ -91,11 +92,11 @@ class EvalSummary:
 
 
 def _read_export(export_dir: Path) -> tuple[LMConfig, Path]:
-    config_path = export_dir / "config.json"
+    config_path = export_dir / CONFIG_FILE
     if not config_path.is_file():
         raise InputError(f"{export_dir} is not a conversion output (no config.json)")
     config = LMConfig.load(config_path)
-    found = sorted((export_dir / "fastai_model").glob("*.pth"))
+    found = sorted((export_dir / FASTAI_DIR).glob("*.pth"))
     if len(found) != 1:
         raise InputError(f"expected one .pth in {export_dir / 'fastai_model'}, found {found}")
     return config, found[0]
@@ -104,7 +105,7 @@ def _read_export(export_dir: Path) -> tuple[LMConfig, Path]:
 def _torch_scorer(pth: Path, config: LMConfig) -> Callable[[np.ndarray, np.ndarray], float]:
     state_dict = load_pth(pth)["model"]
     layout = detect_layout(state_dict, str(pth))
-    resolve_config(layout, config, source=str(pth), sidecar_name="config.json")
+    resolve_config(layout, config, source=str(pth), sidecar_name=CONFIG_FILE)
     plan = weight_plan(layout.name, layout.n_layers, layout.tie_weights, layout.out_bias)
     check_keys(state_dict, plan, str(pth))
     reference = build_reference(state_dict, layout, plan)
@@ -137,7 +138,7 @@ def _tf_scorer(cfg: EvalConfig) -> Callable[[np.ndarray, np.ndarray], float]:
     else:
         import tensorflow_text  # noqa: F401 - registers the SentencePiece op
 
-        loaded = tf.saved_model.load(str(cfg.export_dir / "saved_model"))
+        loaded = tf.saved_model.load(str(cfg.export_dir / SAVED_MODEL_DIR))
         spec = loaded.signatures["lm_logits"].structured_input_signature[1]["token_ids"]
         fixed = spec.shape[1]
         if fixed is not None and cfg.bptt > fixed:

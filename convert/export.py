@@ -1,29 +1,6 @@
 """Write the conversion's output tree, and the TensorFlow SavedModel in it.
 
-Layout (``ulmfit_keras.loading`` reads it)::
-
-    DIR/config.json                    LMConfig.to_dict() + a "conversion" record (source and SPM
-                                       sha256, layout, fixed_seq_len, parity figures, versions)
-    DIR/keras_weights/EXP.weights.h5   lm.save_weights() of build_encoder(config)'s LM
-    DIR/saved_model/                   the signatures below; the SPM .model as an asset
-    DIR/spm_model/                     the SPM .model and .vocab (and its .json when present)
-    DIR/fastai_model/                  the .pth and its .json sidecar, as given
-
-SavedModel signatures (also attributes of the saved object, so ``keras.layers.TFSMLayer`` and
-``ulmfit_keras.SavedModelEncoder`` can call them and train the variables):
-
-=========================  =========================  ===========================================
-signature                  input                      outputs
-=========================  =========================  ===========================================
-``string_encoder``         ``text`` string (batch,)   ``output`` float32 (batch, seq, emb),
-                                                      ``numericalized`` int32 (batch, seq),
-                                                      ``mask`` bool (batch, seq)
-``numericalized_encoder``  ``token_ids`` int32        ``output``, ``mask``
-                           (batch, seq)
-``spm_processor``          ``text`` string (batch,)   ``numericalized``, ``mask``
-``lm_logits``              ``token_ids`` int32        ``output`` float32 (batch, seq, vocab)
-                           (batch, seq)               logits, ``mask``
-=========================  =========================  ===========================================
+Layout and signatures: :mod:`ulmfit_core.export_layout` (the one place they are named).
 
 Text is tokenized in the graph by ``tensorflow_text.SentencepieceTokenizer`` exactly as
 ``SentencePieceProcessor.encode(text, add_bos=True, add_eos=True)``; ``mask`` is ``ids != 1``.
@@ -54,27 +31,25 @@ from typing import Any
 
 import tensorflow as tf
 
-from pretraining_utils.artifacts import write_json
+from ulmfit_core.artifacts import write_json
+from ulmfit_core.export_layout import (
+    CONFIG_FILE,
+    FASTAI_DIR,
+    KERAS_WEIGHTS_DIR,
+    SAVED_MODEL_DIR,
+    weights_file_name,
+)
 from ulmfit_keras import PAD_ID, SPMNumericalizer
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CONFIG_FILE",
-    "FASTAI_DIR",
-    "KERAS_WEIGHTS_DIR",
-    "SAVED_MODEL_DIR",
     "LMExportModule",
     "write_config",
     "write_fastai_copy",
     "write_keras_weights",
     "write_saved_model",
 ]
-
-CONFIG_FILE = "config.json"
-KERAS_WEIGHTS_DIR = "keras_weights"
-SAVED_MODEL_DIR = "saved_model"
-FASTAI_DIR = "fastai_model"
 
 
 class LMExportModule(tf.Module):
@@ -144,7 +119,7 @@ class LMExportModule(tf.Module):
 
 def write_keras_weights(lm: Any, out_dir: Path, exp_name: str) -> Path:
     """``out_dir/keras_weights/EXP.weights.h5`` (``lm.save_weights``; encoder + LM head)."""
-    target = out_dir / KERAS_WEIGHTS_DIR / f"{exp_name}.weights.h5"
+    target = out_dir / KERAS_WEIGHTS_DIR / weights_file_name(exp_name)
     target.parent.mkdir(parents=True, exist_ok=True)
     lm.save_weights(target)
     return target

@@ -25,9 +25,9 @@ from convert.mapping import (
     FASTAI_227_AWD_QRNN,
     source_arrays,
 )
-from pretraining_utils import SPECIAL_IDS
-from pretraining_utils.errors import InputError
-from pretraining_utils.lm_config import LMConfig, qrnn_windows, sidecar_path
+from ulmfit_core.errors import InputError
+from ulmfit_core.ids import SPECIAL_IDS
+from ulmfit_core.lm_config import LMConfig, qrnn_windows, sidecar_path
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pretraining_utils.errors import InputError
+from ulmfit_core.errors import InputError
 
 if TYPE_CHECKING:
     from convert.layout import CheckpointLayout

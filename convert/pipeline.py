@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from convert.export import (
-    SAVED_MODEL_DIR,
     write_config,
     write_fastai_copy,
     write_keras_weights,
@@ -31,7 +30,7 @@ from convert.export import (
 )
 from convert.layout import CheckpointLayout, convert_config
 from convert.mapping import WeightPlan, port_weights
-from convert.reference import PAD_ID, ReferenceLM, build_reference, layer_names
+from convert.reference import ReferenceLM, build_reference, layer_names
 from convert.tokenizer import SpmModel, check_spm_model, write_tokenizer
 from convert.verify import (
     DEFAULT_TOLERANCE,
@@ -47,10 +46,12 @@ from convert.verify import (
     parity_batches,
     parity_report,
 )
-from pretraining_utils.artifacts import atomic_dir, library_versions, sha256_file
 from pretraining_utils.checkpoint_io import load_pth
-from pretraining_utils.errors import InputError
-from pretraining_utils.lm_config import LMConfig, sidecar_path
+from ulmfit_core.artifacts import atomic_dir, library_versions, sha256_file
+from ulmfit_core.errors import InputError
+from ulmfit_core.export_layout import KERAS_WEIGHTS_DIR, SAVED_MODEL_DIR, weights_file_name
+from ulmfit_core.ids import PAD_ID
+from ulmfit_core.lm_config import LMConfig, sidecar_path
 
 logger = logging.getLogger(__name__)
 
@@ -332,7 +333,7 @@ def _config_json(prepared: Prepared, cfg: ConvertConfig, verified: bool) -> dict
         "spm_model": {"file": prepared.spm.path.name, "sha256": prepared.spm.sha256},
         "fixed_seq_len": cfg.fixed_seq_len,
         "sequence_axis": "fixed" if cfg.fixed_seq_len else "dynamic (padded to the batch)",
-        "keras_weights": f"keras_weights/{source.stem}.weights.h5",
+        "keras_weights": f"{KERAS_WEIGHTS_DIR}/{weights_file_name(source.stem)}",
         "signatures": ["string_encoder", "numericalized_encoder", "spm_processor", "lm_logits"],
         "verified": verified,
         "tolerance": cfg.tolerance,

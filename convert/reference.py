@@ -29,12 +29,11 @@ from torch import nn
 from convert.layout import CheckpointLayout
 from convert.mapping import WeightPlan, weight_plan
 from pretraining_utils.qrnn import WeightDropout, awd_qrnn_layer
+from ulmfit_core.ids import PAD_ID
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ReferenceLM", "build_reference", "layer_names"]
-
-PAD_ID = 1
 
 
 def layer_names(arch: str, n_layers: int) -> list[str]:

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from pretraining_utils.checkpoint_io import save_pth
-from pretraining_utils.lm_config import LMConfig, sidecar_path
 from pretraining_utils.qrnn import WeightDropout, awd_qrnn_layer
+from ulmfit_core.lm_config import LMConfig, sidecar_path
 
 __all__ = ["fastai_lm_state_dict", "save_learner_file"]
 

@@ -18,16 +18,15 @@ from pathlib import Path
 
 import sentencepiece
 
-from pretraining_utils import SPECIAL_IDS
-from pretraining_utils.artifacts import sha256_file
-from pretraining_utils.errors import InputError
 from pretraining_utils.spm import vocab_text
+from ulmfit_core.artifacts import sha256_file
+from ulmfit_core.errors import InputError
+from ulmfit_core.export_layout import SPM_DIR
+from ulmfit_core.ids import SPECIAL_IDS
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SpmModel", "check_spm_model", "write_tokenizer"]
-
-SPM_DIR = "spm_model"
 
 
 @dataclass(frozen=True)

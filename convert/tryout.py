@@ -10,7 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pretraining_utils.errors import InputError
+from ulmfit_core.errors import InputError
+from ulmfit_core.export_layout import CONFIG_FILE, SAVED_MODEL_DIR
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,10 @@ def try_export(export_dir: str | Path, sentence: str) -> Tryout:
     import tensorflow_text  # noqa: F401 - registers the SentencePiece ops the graph uses
 
     export_dir = Path(export_dir)
-    config_path = export_dir / "config.json"
+    config_path = export_dir / CONFIG_FILE
     if not config_path.is_file():
         raise InputError(f"not an export directory: {export_dir} has no config.json")
-    loaded = tf.saved_model.load(str(export_dir / "saved_model"))
+    loaded = tf.saved_model.load(str(export_dir / SAVED_MODEL_DIR))
     result = loaded.signatures["string_encoder"](text=tf.constant([sentence]))
     mask = result["mask"].numpy()[0].astype(bool)
     ids = result["numericalized"].numpy()[0][mask].tolist()

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from convert.reference import PAD_ID, ReferenceLM, layer_names
-from pretraining_utils.errors import InputError
+from convert.reference import ReferenceLM, layer_names
+from ulmfit_core.errors import InputError
+from ulmfit_core.ids import PAD_ID
 
 logger = logging.getLogger(__name__)
 

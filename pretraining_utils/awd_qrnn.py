@@ -21,8 +21,8 @@ from fastai.text.models.core import LinearDecoder, SequentialRNN
 from fastai.torch_core import one_param
 from torch import nn
 
-from pretraining_utils.lm_config import LMConfig
 from pretraining_utils.qrnn import QRNN, WeightDropout, awd_qrnn_layer
+from ulmfit_core.lm_config import LMConfig
 
 logger = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pretraining_utils.artifacts import atomic_file
-from pretraining_utils.errors import InputError
+from ulmfit_core.artifacts import atomic_file
+from ulmfit_core.errors import InputError
 
 logger = logging.getLogger(__name__)
 

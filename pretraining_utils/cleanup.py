@@ -41,8 +41,6 @@ from nltk.tokenize.punkt import (
     PunktTrainer,
 )
 
-from pretraining_utils.artifacts import atomic_file, library_versions, write_json
-from pretraining_utils.errors import InputError
 from pretraining_utils.parallel import ordered_map
 from pretraining_utils.punkt_seeds import (
     PUNKT_LANGUAGES,
@@ -64,6 +62,8 @@ from pretraining_utils.text_units import (
     resolve_format,
     take_head,
 )
+from ulmfit_core.artifacts import atomic_file, library_versions, write_json
+from ulmfit_core.errors import InputError
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from pretraining_utils.errors import InputError
+from ulmfit_core.errors import InputError
 
 FORMAT_NAME = "ulmfit-corpus"
 FORMAT_VERSION = 1
@@ -64,7 +64,7 @@ class BinaryCorpusWriter:
     """Append encoded lines to ``tokens.bin`` / ``offsets.bin`` in ``directory``, streaming.
 
     Only a running total is kept in memory. :meth:`finish` writes ``meta.json`` last. Make
-    ``directory`` with :func:`pretraining_utils.artifacts.atomic_dir` so that a failed run
+    ``directory`` with :func:`ulmfit_core.artifacts.atomic_dir` so that a failed run
     leaves nothing behind.
     """
 

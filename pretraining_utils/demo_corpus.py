@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pretraining_utils.artifacts import atomic_file
+from ulmfit_core.artifacts import atomic_file
 
 logger = logging.getLogger(__name__)
 

@@ -33,12 +33,12 @@ from typing import IO, Any
 import numpy as np
 import sentencepiece
 
-from pretraining_utils import SPECIAL_IDS, UNK_ID
-from pretraining_utils.artifacts import atomic_dir, atomic_file, library_versions, sha256_file
 from pretraining_utils.corpus import BinaryCorpusWriter
-from pretraining_utils.errors import InputError
 from pretraining_utils.parallel import default_workers, ordered_map
 from pretraining_utils.streams import line_chunks
+from ulmfit_core.artifacts import atomic_dir, atomic_file, library_versions, sha256_file
+from ulmfit_core.errors import InputError
+from ulmfit_core.ids import SPECIAL_IDS, UNK_ID
 
 logger = logging.getLogger(__name__)
 

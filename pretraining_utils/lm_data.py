@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from pretraining_utils.corpus import BinaryCorpus, BinaryCorpusWriter
-from pretraining_utils.errors import InputError
+from ulmfit_core.errors import InputError
 
 logger = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from typing import Any
 
 import sentencepiece
 
-from pretraining_utils import BOS_ID, EOS_ID, PAD_ID, SPECIAL_IDS, UNK_ID
-from pretraining_utils.artifacts import library_versions, sha256_file, write_json
-from pretraining_utils.errors import InputError
 from pretraining_utils.parallel import default_workers
+from ulmfit_core.artifacts import library_versions, sha256_file, write_json
+from ulmfit_core.errors import InputError
+from ulmfit_core.ids import BOS_ID, EOS_ID, PAD_ID, SPECIAL_IDS, UNK_ID
 
 logger = logging.getLogger(__name__)
 

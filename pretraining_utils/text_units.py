@@ -23,8 +23,8 @@ from typing import BinaryIO
 
 import regex
 
-from pretraining_utils.errors import InputError
 from pretraining_utils.streams import line_chunks
+from ulmfit_core.errors import InputError
 
 STDIN = Path("-")
 """The ``input_text`` that means standard input."""

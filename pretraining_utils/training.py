@@ -66,14 +66,14 @@ from fastcore.basics import noop
 from fastcore.foundation import L
 from torch.nn.parallel import DistributedDataParallel
 
-from pretraining_utils import SPECIAL_IDS
-from pretraining_utils.artifacts import atomic_file, library_versions
 from pretraining_utils.awd_qrnn import build_language_model, language_model_split
 from pretraining_utils.checkpoint_io import load_pth, plain_state, save_pth
 from pretraining_utils.corpus import BinaryCorpus
-from pretraining_utils.errors import InputError
-from pretraining_utils.lm_config import ARCHS, DROPOUT_NAMES, LMConfig, sidecar_path
 from pretraining_utils.lm_data import HoldOut, LMStreamBatches, open_token_corpus
+from ulmfit_core.artifacts import atomic_file, library_versions
+from ulmfit_core.errors import InputError
+from ulmfit_core.ids import SPECIAL_IDS
+from ulmfit_core.lm_config import ARCHS, DROPOUT_NAMES, LMConfig, sidecar_path
 
 logger = logging.getLogger(__name__)
 

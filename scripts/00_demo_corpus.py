@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from pretraining_utils.cli import run_stage, verbose_option
 from pretraining_utils.demo_corpus import write_demo_corpus
+from ulmfit_core.cli import run_stage, verbose_option
 
 logger = logging.getLogger("00_demo_corpus")
 

@@ -9,10 +9,10 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pretraining_utils.cleanup import CleanupConfig, CleanupSummary, cleanup_corpus
-from pretraining_utils.cli import run_stage, verbose_option
 from pretraining_utils.parallel import default_workers
 from pretraining_utils.punkt_seeds import PUNKT_LANGUAGES
 from pretraining_utils.text_units import INPUT_FORMATS, input_size
+from ulmfit_core.cli import run_stage, verbose_option
 
 
 def _run(config: CleanupConfig) -> CleanupSummary:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from pretraining_utils.cli import run_stage, verbose_option
 from pretraining_utils.spm import MODEL_TYPES, SpmConfig, build_spm
+from ulmfit_core.cli import run_stage, verbose_option
 
 logger = logging.getLogger("02_build_spm")
 

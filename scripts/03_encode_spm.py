@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from pretraining_utils.cli import run_stage, verbose_option
 from pretraining_utils.encode import OUTPUT_FORMATS, EncodeConfig, encode_corpus
+from ulmfit_core.cli import run_stage, verbose_option
 
 logger = logging.getLogger("03_encode_spm")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from pretraining_utils.cli import run_stage, verbose_option
-from pretraining_utils.lm_config import ARCHS
+from ulmfit_core.cli import run_stage, verbose_option
+from ulmfit_core.lm_config import ARCHS
 
 logger = logging.getLogger("04_train_lm")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pretraining_utils.quiet_tf import quiet_tensorflow
+from ulmfit_core.quiet_tf import quiet_tensorflow
 
 # TensorFlow prints its C++ start-up log lines while it is first imported: here, quieted.
 with quiet_tensorflow(sys.argv[1:]):
@@ -16,7 +16,7 @@ with quiet_tensorflow(sys.argv[1:]):
 
 from convert.pipeline import ConvertConfig, ConvertSummary, convert, output_size
 from convert.verify import DEFAULT_TOLERANCE
-from pretraining_utils.cli import run_stage, verbose_option
+from ulmfit_core.cli import run_stage, verbose_option
 
 logger = logging.getLogger("05_convert")
 

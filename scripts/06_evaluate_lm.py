@@ -8,14 +8,14 @@ from pathlib import Path
 
 import click
 
-from pretraining_utils.quiet_tf import quiet_tensorflow
+from ulmfit_core.quiet_tf import quiet_tensorflow
 
 # TensorFlow prints its C++ start-up log lines while it is first imported: here, quieted.
 with quiet_tensorflow(sys.argv[1:]):
     import tensorflow  # noqa: F401
 
 from convert.evaluate import TF_MODELS, EvalConfig, EvalSummary, evaluate_lm
-from pretraining_utils.cli import run_stage, verbose_option
+from ulmfit_core.cli import run_stage, verbose_option
 
 logger = logging.getLogger("06_evaluate_lm")
 

@@ -1,6 +1,6 @@
 """Read a language-model config (the ``EXP.json`` sidecar / ``config.json``) for the Keras side.
 
-The config is written on the fastai side (``pretraining_utils.lm_config.LMConfig``). This module
+The config is written on the fastai side (``ulmfit_core.lm_config.LMConfig``). This module
 must not import that package (it belongs to the fastai environment), so it accepts what travels
 between the two: a plain dict, or any object with ``to_dict()`` (an ``LMConfig``). Keys it does not
 use (``format``, ``version``, ``drop_mult``, ``special_ids``, ``spm_model_sha256``, ``versions``
@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ulmfit_core.ids import PAD_ID
+from ulmfit_core.lm_config import ARCHS
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ARCHS", "PAD_ID", "EncoderConfig", "read_config"]
 
-ARCHS = ("awd-lstm", "qrnn")
-PAD_ID = 1
 
 # fastai's language-model dropouts (awd_lstm_lm_config; 2.2.7's awd_qrnn_lm_config is the same),
 # used only for keys a config leaves out.

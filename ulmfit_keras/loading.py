@@ -1,30 +1,7 @@
 """Load a converted model for downstream work: from Keras weights, or from the SavedModel.
 
-Export directory layout (written by the converter, ``scripts/05_convert.py``)::
-
-    DIR/config.json                     the model config (LMConfig.to_dict(); extra keys ignored)
-    DIR/keras_weights/EXP.weights.h5    ``lm.save_weights(...)`` of the ULMFiTLanguageModel that
-                                        build_encoder(config) returns (encoder + LM head)
-    DIR/saved_model/                    tf.saved_model with the signatures below
-    DIR/spm_model/                      the SentencePiece .model and .vocab
-
-SavedModel signatures (each also an attribute of the saved object with the same name, so that
-``keras.layers.TFSMLayer`` calls the restored function and can train its variables):
-
-=========================  ===============================  =====================================
-name                       input                            outputs (dict keys)
-=========================  ===============================  =====================================
-``string_encoder``         strings ``(batch,)``             ``output`` (batch, seq, emb) float32,
-                                                            ``numericalized`` (batch, seq) int32,
-                                                            ``mask`` (batch, seq) bool
-``numericalized_encoder``  ids ``(batch, seq)`` int32       ``output``, ``mask``
-``spm_processor``          strings ``(batch,)``             ``numericalized``, ``mask``
-``lm_logits``              ids ``(batch, seq)`` int32       ``output`` (batch, seq, vocab) logits,
-                                                            ``mask``
-=========================  ===============================  =====================================
-
-``mask`` is ``ids != 1``. With ``--fixed-seq-len N`` the sequence axis is ``N`` (pad id 1);
-without it, ``seq`` is the longest sequence of the batch.
+The export directory's layout and SavedModel signatures are documented in
+:mod:`ulmfit_core.export_layout`, which names every file and signature.
 """
 
 from __future__ import annotations
@@ -37,6 +14,15 @@ from typing import Any
 import keras
 from keras import ops
 
+from ulmfit_core.export_layout import (
+    CONFIG_FILE,
+    KERAS_WEIGHTS_DIR,
+    OUTPUT_KEYS,
+    SAVED_MODEL_DIR,
+    SIGNATURES,
+    WEIGHTS_SUFFIX,
+    weights_file_name,
+)
 from ulmfit_keras.config import PAD_ID, EncoderConfig, read_config
 from ulmfit_keras.models import ULMFiTEncoder, ULMFiTLanguageModel, build_encoder
 
@@ -54,11 +40,6 @@ __all__ = [
     "load_language_model",
 ]
 
-CONFIG_FILE = "config.json"
-KERAS_WEIGHTS_DIR = "keras_weights"
-SAVED_MODEL_DIR = "saved_model"
-SIGNATURES = ("string_encoder", "numericalized_encoder", "spm_processor", "lm_logits")
-OUTPUT_KEYS = ("output", "numericalized", "mask")
 # Endpoints whose input is token ids, so that the mask can be recomputed from the input.
 ID_ENDPOINTS = ("numericalized_encoder", "lm_logits")
 
@@ -73,15 +54,17 @@ def find_weights_file(export_dir: str | os.PathLike, weights_name: str | None = 
     weights_dir = Path(export_dir) / KERAS_WEIGHTS_DIR
     if weights_name is not None:
         name = (
-            weights_name if weights_name.endswith(".weights.h5") else f"{weights_name}.weights.h5"
+            weights_name
+            if weights_name.endswith(WEIGHTS_SUFFIX)
+            else weights_file_name(weights_name)
         )
         path = weights_dir / name
         if not path.is_file():
             raise FileNotFoundError(f"Keras weights {path} not found")
         return path
-    found = sorted(weights_dir.glob("*.weights.h5"))
+    found = sorted(weights_dir.glob(f"*{WEIGHTS_SUFFIX}"))
     if not found:
-        raise FileNotFoundError(f"no *.weights.h5 file in {weights_dir}")
+        raise FileNotFoundError(f"no *{WEIGHTS_SUFFIX} file in {weights_dir}")
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
         raise ValueError(f"several weights files in {weights_dir} ({names}): pass weights_name")

@@ -287,7 +287,7 @@ def build_encoder(
 
     Args:
         config: an ``LMConfig`` (anything with ``to_dict()``), its dict, or an
-            :class:`EncoderConfig`; keys as in ``pretraining_utils.lm_config``.
+            :class:`EncoderConfig`; keys as in ``ulmfit_core.lm_config``.
         fixed_seq_len: static input length (``None``: any length, e.g. ragged export).
         seed: base seed of all dropouts (``None``: random).
         qrnn_forget_mult: forget-mult implementation for QRNN layers.

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import sentencepiece
 
-from pretraining_utils.errors import InputError
+from ulmfit_core.errors import InputError
 from ulmfit_keras.lr_finder import LRFinderResult
 from ulmfit_keras.tagging import (
     SCHEMES,

@@ -1,6 +1,6 @@
 """Labelled data for the downstream task CLIs: TSV files, label maps, tagger JSONL, id padding.
 
-Every reader raises :class:`~pretraining_utils.errors.InputError` with a message that names the
+Every reader raises :class:`~ulmfit_core.errors.InputError` with a message that names the
 file and what is wrong (the columns found, the unknown labels, the bad line number), so a CLI can
 report it in one line and exit non-zero.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pretraining_utils.errors import InputError
+from ulmfit_core.errors import InputError
+from ulmfit_core.ids import BOS_ID, EOS_ID
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +33,6 @@ __all__ = [
     "split_validation",
 ]
 
-BOS_ID = 2
-EOS_ID = 3
 VALIDATION_SEED = 42
 
 

@@ -27,7 +27,9 @@ import keras
 import numpy as np
 import sentencepiece
 
-from pretraining_utils.errors import InputError
+from ulmfit_core.errors import InputError
+from ulmfit_core.export_layout import CONFIG_FILE, KERAS_WEIGHTS_DIR, SAVED_MODEL_DIR, SPM_DIR
+from ulmfit_core.ids import PAD_ID
 from ulmfit_keras.attention_viz import top_tokens, write_attention_html, write_attention_png
 from ulmfit_keras.config import EncoderConfig, read_config
 from ulmfit_keras.heads_tasks import (
@@ -36,13 +38,7 @@ from ulmfit_keras.heads_tasks import (
     ULMFiTClassifier,
     ULMFiTRegressor,
 )
-from ulmfit_keras.loading import (
-    CONFIG_FILE,
-    KERAS_WEIGHTS_DIR,
-    SAVED_MODEL_DIR,
-    SavedModelEncoder,
-    find_weights_file,
-)
+from ulmfit_keras.loading import SavedModelEncoder, find_weights_file
 from ulmfit_keras.lr_finder import LRFinderResult, find_lr, plot_lr_finder
 from ulmfit_keras.models import build_encoder
 from ulmfit_keras.schedules import OneCycleLR, SlantedTriangularLR
@@ -180,7 +176,7 @@ def find_spm_model(export_dir: Path, spm_model_file: Path | None) -> Path:
     """``--spm-model-file`` if given, else the one ``.model`` in the export's ``spm_model/``."""
     if spm_model_file is not None:
         return spm_model_file
-    found = sorted((export_dir / "spm_model").glob("*.model"))
+    found = sorted((export_dir / SPM_DIR).glob("*.model"))
     if len(found) != 1:
         raise InputError(f"{export_dir}/spm_model: expected one .model file; pass --spm-model-file")
     return found[0]
@@ -647,7 +643,7 @@ class TextClassifierPredictor:
 
     def pieces(self, ids: np.ndarray) -> list[str]:
         """Subword strings of one row of ids, padding dropped."""
-        return [self.spm.id_to_piece(int(i)) for i in ids if int(i) != 1]
+        return [self.spm.id_to_piece(int(i)) for i in ids if int(i) != PAD_ID]
 
 
 def describe_predictions(predictor: TextClassifierPredictor, texts: list[str]) -> list[str]:

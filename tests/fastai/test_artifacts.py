@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from pretraining_utils.artifacts import atomic_dir, atomic_file, sha256_file, write_json
 from pretraining_utils.parallel import ordered_map
+from ulmfit_core.artifacts import atomic_dir, atomic_file, sha256_file, write_json
 
 
 def test_atomic_file_renames_on_success(tmp_path):

@@ -18,10 +18,10 @@ from pretraining_utils.cleanup import (
     space_punctuation,
     train_punkt,
 )
-from pretraining_utils.errors import InputError
 from pretraining_utils.punkt_seeds import ABBREVIATIONS, PUNKT_LANGUAGES
 from pretraining_utils.text_units import decode_utf8, normalize_text
 from tests.helpers import load_script
+from ulmfit_core.errors import InputError
 
 ENGLISH = (
     "Dr. Smith arrived at 10 a.m. on Jan. 5, 2021. He brought e.g. apples, pears, etc. "

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from pretraining_utils import BOS_ID, EOS_ID
 from pretraining_utils.checkpoint_io import load_pth
 from pretraining_utils.corpus import BinaryCorpusWriter
 from pretraining_utils.training import TrainConfig, train_language_model
 from tests.helpers import REPO_ROOT
+from ulmfit_core.ids import BOS_ID, EOS_ID
 
 SCRIPT = REPO_ROOT / "scripts" / "04_train_lm.py"
 VOCAB = 64

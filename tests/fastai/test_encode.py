@@ -14,15 +14,15 @@ import pytest
 import sentencepiece
 from click.testing import CliRunner
 
-from pretraining_utils import SPECIAL_IDS
 from pretraining_utils import encode as encode_module
-from pretraining_utils.artifacts import sha256_file
 from pretraining_utils.corpus import BinaryCorpus, BinaryCorpusWriter, token_dtype
 from pretraining_utils.demo_corpus import write_demo_corpus
 from pretraining_utils.encode import EncodeConfig, ExtraOptions, encode_corpus
-from pretraining_utils.errors import InputError
 from pretraining_utils.spm import SpmConfig, build_spm
 from tests.helpers import SHARED_DATA, load_script
+from ulmfit_core.artifacts import sha256_file
+from ulmfit_core.errors import InputError
+from ulmfit_core.ids import SPECIAL_IDS
 
 SENT200 = SHARED_DATA / "sent200.tsv"
 ODD_LINES = [

@@ -15,7 +15,6 @@ import pytest
 from click.testing import CliRunner
 
 from pretraining_utils.cleanup import CleanupConfig, cleanup_corpus, train_punkt
-from pretraining_utils.errors import InputError
 from pretraining_utils.text_units import (
     MAX_PARAGRAPH_BYTES,
     Chunk,
@@ -28,6 +27,7 @@ from pretraining_utils.text_units import (
     read_chunks,
 )
 from tests.helpers import load_script
+from ulmfit_core.errors import InputError
 
 POLISH_WRAPPED = """\
 W zeszłym roku nasza biblioteka kupiła ok.

@@ -14,9 +14,7 @@ import pytest
 import torch
 from fastai.text.data import LMDataLoader
 
-from pretraining_utils import BOS_ID, EOS_ID
 from pretraining_utils.corpus import BinaryCorpus, BinaryCorpusWriter
-from pretraining_utils.errors import InputError
 from pretraining_utils.lm_data import (
     BLOCK_LINES,
     HoldOut,
@@ -26,6 +24,8 @@ from pretraining_utils.lm_data import (
     stream_layout,
 )
 from tests.helpers import REPO_ROOT
+from ulmfit_core.errors import InputError
+from ulmfit_core.ids import BOS_ID, EOS_ID
 
 VOCAB = 1000
 

@@ -10,12 +10,12 @@ import pytest
 import sentencepiece
 from click.testing import CliRunner
 
-from pretraining_utils import SPECIAL_IDS
-from pretraining_utils.artifacts import sha256_file
 from pretraining_utils.demo_corpus import write_demo_corpus
-from pretraining_utils.errors import InputError
 from pretraining_utils.spm import SpmConfig, build_spm, spm_model_name, trainer_arguments
 from tests.helpers import load_script
+from ulmfit_core.artifacts import sha256_file
+from ulmfit_core.errors import InputError
+from ulmfit_core.ids import SPECIAL_IDS
 
 CLI_FLAGS = (
     "--corpus-path",

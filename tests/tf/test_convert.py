@@ -38,13 +38,13 @@ from convert.pipeline import ConvertConfig, convert, prepare  # noqa: E402
 from convert.reference import build_reference  # noqa: E402
 from convert.testing import fastai_lm_state_dict, save_learner_file  # noqa: E402
 from convert.verify import pad_batch  # noqa: E402
-from pretraining_utils.artifacts import sha256_file  # noqa: E402
 from pretraining_utils.checkpoint_io import load_pth  # noqa: E402
 from pretraining_utils.demo_corpus import write_demo_corpus  # noqa: E402
 from pretraining_utils.encode import EncodeConfig, encode_corpus  # noqa: E402
-from pretraining_utils.lm_config import LMConfig  # noqa: E402
 from pretraining_utils.spm import SpmConfig, build_spm  # noqa: E402
 from tests.helpers import REPO_ROOT, SHARED_DATA, load_script  # noqa: E402
+from ulmfit_core.artifacts import sha256_file  # noqa: E402
+from ulmfit_core.lm_config import LMConfig  # noqa: E402
 
 VOCAB, EMB, HIDDEN, LAYERS = 300, 16, 24, 3
 FIXED = 24
@@ -514,7 +514,7 @@ FASTAI_SCRIPT = textwrap.dedent(
     import torch
     from fastai.learner import load_model
     from pretraining_utils.awd_qrnn import build_language_model
-    from pretraining_utils.lm_config import LMConfig
+    from ulmfit_core.lm_config import LMConfig
     from pretraining_utils.training import TrainConfig, train_language_model
 
     corpus, out, ids_file = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]

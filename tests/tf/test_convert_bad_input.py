@@ -19,9 +19,9 @@ from click.testing import CliRunner  # noqa: E402
 from convert import mapping  # noqa: E402
 from convert.testing import fastai_lm_state_dict, save_learner_file  # noqa: E402
 from pretraining_utils.demo_corpus import write_demo_corpus  # noqa: E402
-from pretraining_utils.lm_config import LMConfig  # noqa: E402
 from pretraining_utils.spm import SpmConfig, build_spm  # noqa: E402
 from tests.helpers import load_script  # noqa: E402
+from ulmfit_core.lm_config import LMConfig  # noqa: E402
 
 VOCAB, EMB, HIDDEN, LAYERS = 200, 8, 12, 2
 

@@ -21,8 +21,8 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import ulmfit_keras as uk  # noqa: E402
-from pretraining_utils.lm_config import LMConfig  # noqa: E402
 from pretraining_utils.qrnn import WeightDropout, awd_qrnn_layer  # noqa: E402
+from ulmfit_core.lm_config import LMConfig  # noqa: E402
 
 VOCAB, EMB, HIDDEN, LAYERS = 64, 16, 24, 3
 BATCH, SEQ = 3, 17

@@ -1,7 +1,7 @@
 """TF scripts keep TensorFlow's start-up log off stderr unless -v or TF_CPP_MIN_LOG_LEVEL is set.
 
 Two tests run a real script (10_train_classifier.py on a TSV without its text column: it fails
-after TensorFlow is imported); the rest test pretraining_utils.quiet_tf without TensorFlow.
+after TensorFlow is imported); the rest test ulmfit_core.quiet_tf without TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pretraining_utils import quiet_tf
-from pretraining_utils.quiet_tf import quiet_tensorflow, quiet_tf_environ, verbose_requested
 from tests.helpers import REPO_ROOT, SHARED_DATA
+from ulmfit_core import quiet_tf
+from ulmfit_core.quiet_tf import quiet_tensorflow, quiet_tf_environ, verbose_requested
 
 TF_SCRIPTS = [
     "05_convert",
@@ -203,6 +203,6 @@ def test_every_tf_script_quiets_tensorflow_before_importing_it(name):
     assert ast.unparse(quiet[0].body[0]) == "import tensorflow"
     # Only the standard library, click and quiet_tf itself may be imported before it.
     early = {module for line, module in _module_imports(tree) if line < quiet[0].lineno}
-    allowed = {"__future__", "logging", "sys", "pathlib", "click", "pretraining_utils.quiet_tf"}
+    allowed = {"__future__", "logging", "sys", "pathlib", "click", "ulmfit_core.quiet_tf"}
     assert early <= allowed, f"{name}: imported before quieting TF: {early - allowed}"
-    assert "TF_CPP_MIN_LOG_LEVEL" not in source  # one place for it: pretraining_utils.quiet_tf
+    assert "TF_CPP_MIN_LOG_LEVEL" not in source  # one place for it: ulmfit_core.quiet_tf

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pretraining_utils.errors import InputError
+from ulmfit_core.errors import InputError
 from ulmfit_keras.task_data import (
     TextExamples,
     encode_texts,

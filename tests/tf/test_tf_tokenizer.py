@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import sentencepiece
 
-from pretraining_utils import SPECIAL_IDS
 from pretraining_utils.demo_corpus import write_demo_corpus
 from pretraining_utils.spm import SpmConfig, build_spm
 from tests.helpers import SHARED_DATA
+from ulmfit_core.ids import SPECIAL_IDS
 
 tf = pytest.importorskip("tensorflow")
 tf_text = pytest.importorskip("tensorflow_text")

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, MutableMapping, Sequence
 
-# The names of pretraining_utils.cli.verbose_option, which uses these; click parses them only
+# The names of ulmfit_core.cli.verbose_option, which uses these; click parses them only
 # after the imports, so the decision is taken from argv here.
 VERBOSE_FLAGS = ("--verbose", "-v")
 TF_LOG_LEVEL_VAR = "TF_CPP_MIN_LOG_LEVEL"

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pretraining_utils import PAD_ID, SPECIAL_IDS
-from pretraining_utils.artifacts import write_json
-from pretraining_utils.errors import InputError
+from ulmfit_core.artifacts import write_json
+from ulmfit_core.errors import InputError
+from ulmfit_core.ids import PAD_ID, SPECIAL_IDS
 
 FORMAT_NAME = "ulmfit-lm-config"
 FORMAT_VERSION = 1

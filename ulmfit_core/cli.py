@@ -14,8 +14,8 @@ from typing import TypeVar
 
 import click
 
-from pretraining_utils.errors import InputError
-from pretraining_utils.quiet_tf import VERBOSE_FLAGS
+from ulmfit_core.errors import InputError
+from ulmfit_core.quiet_tf import VERBOSE_FLAGS
 
 R = TypeVar("R")
 
@@ -58,7 +58,7 @@ def run_stage(work: Callable[[], R], verbose: bool = False) -> R:
         sys.exit(130)
 
 
-# The TF scripts read these flags from argv before click runs (pretraining_utils.quiet_tf).
+# The TF scripts read these flags from argv before click runs (ulmfit_core.quiet_tf).
 verbose_option = click.option(
     *VERBOSE_FLAGS, is_flag=True, help="Log debug messages as well as progress and summaries."
 )

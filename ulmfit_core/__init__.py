@@ -1,0 +1,13 @@
+"""The contract both environments share: the ground floor every other package builds on.
+
+Standard library and numpy only (plus click for the CLI helpers), so that the fastai side, the
+converter and the Keras library import it alike and it pulls in no framework:
+
+* :mod:`ulmfit_core.ids`: fastai's special token ids;
+* :mod:`ulmfit_core.lm_config`: the one model schema (``EXP.json`` / ``config.json``), its
+  defaults and the architecture names;
+* :mod:`ulmfit_core.export_layout`: the names inside a stage-05 export directory;
+* :mod:`ulmfit_core.artifacts`: atomic files and directories, JSON, sha256, library versions;
+* :mod:`ulmfit_core.errors`: :class:`InputError`, the user-facing error;
+* :mod:`ulmfit_core.cli` and :mod:`ulmfit_core.quiet_tf`: what every stage CLI shares.
+"""
