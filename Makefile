@@ -97,22 +97,41 @@ help:
 	@echo "make gpu-check the CUDA paths on a GPU machine, one table (GPU_CHECK_FLAGS=--quick)"
 	@echo "make print-VAR show a variable, e.g. make print-SPM_MODEL VOCAB=35000"
 
-# ---- environments: a stamp file per venv, rebuilt when its requirements change --------------
-# The repo root goes on the venv's path through a .pth file, so scripts and tests import the
-# project's packages without an install step.
+# ---- environments: a venv per side, the project installed into it editable ------------------
+# `pip install -e '.[fastai,test]'` / `-e '.[tf,test]'`: pyproject.toml's extras are the pins of
+# requirements-fastai.txt / requirements-tf.txt (and requirements-test.txt); the project's packages
+# are imported as an installed distribution, the checkout is not on sys.path. A venv is built from
+# scratch when its requirements change (it keeps a copy to tell); when only pyproject.toml or the
+# set of top-level packages changes, the project is reinstalled in place (seconds): an editable
+# install knows its top-level packages by name, so a new package is importable after that.
+# PACKAGES: the names of [tool.setuptools.packages.find] in pyproject.toml; keep them in step.
+PACKAGES := ulmfit_core pretraining_utils ulmfit_torch lm_training convert evaluation \
+    ulmfit_keras ulmfit_tasks
+PRESENT_PACKAGES := $(wildcard $(PACKAGES))
+venv_packages = $(strip $(if $(wildcard $(1)/.packages),$(file <$(1)/.packages)))
+# FORCE when the packages in the checkout differ from those venv $(1) was installed with
+packages_changed = $(if $(filter-out $(PRESENT_PACKAGES),$(call venv_packages,$(1)))$(filter-out \
+    $(call venv_packages,$(1)),$(PRESENT_PACKAGES)),FORCE)
+FASTAI_REQS := requirements-fastai.txt requirements-test.txt
+TF_REQS := requirements-tf.txt requirements-test.txt
+
+# $(1) venv, $(2) its requirement files, $(3) its extra (the `test` extra comes with both)
 define make_venv
-	rm -rf $(1)
-	$(PYTHON) -m venv $(1)
-	$(1)/bin/python -m pip install --quiet --disable-pip-version-check -r $(2)
-	$(1)/bin/python -c 'import pathlib, site; pathlib.Path(site.getsitepackages()[0], "ulmfit_toolchain.pth").write_text("$(CURDIR)\n")'
+	if ! cat $(2) | cmp -s - $(1)/.requirements; then rm -rf $(1) && $(PYTHON) -m venv $(1); fi
+	$(1)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[$(3),test]'
+	cat $(2) > $(1)/.requirements
+	echo $(PRESENT_PACKAGES) > $(1)/.packages
 	touch $(1)/.installed
 endef
 
-$(FASTAI_ENV): requirements-fastai.txt
-	$(call make_venv,$(VENV_FASTAI),$<)
+$(FASTAI_ENV): $(FASTAI_REQS) pyproject.toml $(call packages_changed,$(VENV_FASTAI))
+	$(call make_venv,$(VENV_FASTAI),$(FASTAI_REQS),fastai)
 
-$(TF_ENV): requirements-tf.txt
-	$(call make_venv,$(VENV_TF),$<)
+$(TF_ENV): $(TF_REQS) pyproject.toml $(call packages_changed,$(VENV_TF))
+	$(call make_venv,$(VENV_TF),$(TF_REQS),tf)
+
+.PHONY: FORCE
+FORCE:
 
 env-fastai: $(FASTAI_ENV)
 env-tf: $(TF_ENV)
@@ -182,17 +201,17 @@ test-all: PYTEST_ARGS += -m "slow or not slow"
 test-all: test
 
 bench: $(FASTAI_ENV) $(TF_ENV)
-	$(FASTAI_PY) benchmarks/bench_encode.py
-	$(FASTAI_PY) benchmarks/bench_qrnn.py
-	$(FASTAI_PY) benchmarks/bench_loader.py
-	$(TF_PY) benchmarks/bench_keras_qrnn.py
-	$(TF_PY) benchmarks/bench_convert.py
+	$(FASTAI_PY) -m benchmarks.bench_encode
+	$(FASTAI_PY) -m benchmarks.bench_qrnn
+	$(FASTAI_PY) -m benchmarks.bench_loader
+	$(TF_PY) -m benchmarks.bench_keras_qrnn
+	$(TF_PY) -m benchmarks.bench_convert
 
 # Needs a CUDA machine (else it says so and exits 0); the TF-env part runs in a subprocess, and
 # the rows of both come back in one table. Exit status 1 when a parity or training check fails.
 gpu-check: GPU_CHECK_FLAGS ?=
 gpu-check: $(FASTAI_ENV) $(TF_ENV)
-	$(FASTAI_PY) benchmarks/gpu_check.py --tf-python $(TF_PY) $(GPU_CHECK_FLAGS)
+	$(FASTAI_PY) -m benchmarks.gpu_check --tf-python $(TF_PY) $(GPU_CHECK_FLAGS)
 
 # `make print-SPM_MODEL VOCAB=35000` shows where a variable points.
 print-%:

@@ -18,8 +18,8 @@
    model trained on the standard library's docstrings (well under a second); the converter
    treats both model types the same way.
 
-    .venv-tf/bin/python benchmarks/bench_convert.py                 # about 3 minutes on 2 cores
-    .venv-tf/bin/python benchmarks/bench_convert.py --skip-conversion --reps 10
+    .venv-tf/bin/python -m benchmarks.bench_convert                 # about 3 minutes on 2 cores
+    .venv-tf/bin/python -m benchmarks.bench_convert --skip-conversion --reps 10
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ import torch
 
 import ulmfit_keras as uk
 from benchmarks.timing import best_times
-from convert.layout import detect_layout, resolve_config
 from convert.mapping import port_weights
 from convert.reference import build_reference
 from convert.testing import fastai_lm_state_dict, save_learner_file
@@ -51,6 +50,7 @@ from pretraining_utils.demo_corpus import write_demo_corpus
 from pretraining_utils.spm import SpmConfig, build_spm
 from ulmfit_core.artifacts import sha256_file
 from ulmfit_core.lm_config import LMConfig
+from ulmfit_torch.state_dict import read_lm_state
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INFERENCE_TARGET = 0.8
@@ -61,11 +61,11 @@ ARCHS = {"awd-lstm": (1152, 3), "qrnn": (1552, 4)}
 def bench_inference(arch: str, vocab: int, batch: int, seq: int, reps: int) -> dict[str, float]:
     hidden, n_layers = ARCHS[arch]
     state = fastai_lm_state_dict(arch, vocab, 400, hidden, n_layers, init_range=None, seed=0)
-    layout = detect_layout(state, "bench")
-    config = resolve_config(layout, None)
-    reference = build_reference(state, layout)
+    read = read_lm_state(state, "bench")
+    config = read.config
+    reference = build_reference(read)
     encoder, lm = uk.build_encoder(config.to_dict())
-    port_weights(state, lm, layout, "bench")
+    port_weights(read, lm)
 
     ids = np.random.default_rng(0).integers(2, vocab, size=(batch, seq)).astype(np.int32)
     ids_torch = torch.from_numpy(ids.astype(np.int64))
@@ -128,7 +128,7 @@ def make_full_size_model(work: Path) -> tuple[Path, Path, float]:
 
 def print_tables(log: str) -> None:
     """The parity tables the converter logged (a title line, then indented rows)."""
-    title = re.compile(r"^\d\d:\d\d:\d\d INFO convert\.pipeline: (.* vs .*\d+ batches.*)$")
+    title = re.compile(r"^\d\d:\d\d:\d\d INFO convert\.checks: (.* vs .*\d+ batches.*)$")
     inside = False
     for line in log.splitlines():
         match = title.match(line)
@@ -189,7 +189,9 @@ def main() -> None:
     parser.add_argument("--skip-inference", action="store_true")
     parser.add_argument("--skip-conversion", action="store_true")
     args = parser.parse_args()
-    logging.getLogger("convert").setLevel(logging.ERROR)  # "no .json sidecar" for the toy models
+    # "no .json sidecar" for the toy models
+    logging.getLogger("ulmfit_torch.state_dict").setLevel(logging.ERROR)
+    logging.getLogger("convert").setLevel(logging.ERROR)
     print(
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, torch {torch.__version__}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other processes share "

@@ -14,7 +14,7 @@ Targets: stage 03 / raw >= 0.9 and stage 03 / loop >= 2. Without ``--corpus`` it
 ``--target-mb`` of demo text (standard-library docstrings, repeated) to a temporary directory;
 without ``--model`` it trains a ``--vocab-size`` unigram model on that text first.
 
-    python benchmarks/bench_encode.py [--corpus FILE --model FILE.model] [--repeats 5]
+    python -m benchmarks.bench_encode [--corpus FILE --model FILE.model] [--repeats 5]
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ batch is large enough to fill the cores, so the ratio there is bounded by
 ``cell / matmul``; the parallel layer wins big where the per-step loop is latency-bound (small
 batches, backward passes, accelerators).
 
-    .venv-tf/bin/python benchmarks/bench_keras_qrnn.py            # about a minute on 2 cores
-    .venv-tf/bin/python benchmarks/bench_keras_qrnn.py --reps 10 --batch 64 --small-batch 4
+    .venv-tf/bin/python -m benchmarks.bench_keras_qrnn            # about a minute on 2 cores
+    .venv-tf/bin/python -m benchmarks.bench_keras_qrnn --reps 10 --batch 64 --small-batch 4
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ loader's own (anonymous) memory does not.
 Corpora are synthetic (random ids, line lengths uniform in 1..59, mean 30), written once in the
 stage-03 binary format to a temporary directory.
 
-    python benchmarks/bench_loader.py [--tokens 100000000] [--small-tokens 10000000]
+    python -m benchmarks.bench_loader [--tokens 100000000] [--small-tokens 10000000]
         [--baseline-timeout 150] [--workdir DIR]
 
 Targets: ours < 2 s to the first batch; its memory independent of the corpus size.
@@ -50,9 +50,9 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 import numpy as np, torch
 from fastai.text.data import LMDataLoader
+from lm_training.loaders import LMStreamDataLoader
 from pretraining_utils.corpus import BinaryCorpus
 from pretraining_utils.lm_data import HoldOut, LMStreamBatches
-from pretraining_utils.training import LMStreamDataLoader
 
 def status(key):
     for line in open("/proc/self/status"):

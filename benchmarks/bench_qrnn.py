@@ -4,8 +4,8 @@ Prints one table per section with forward+backward tokens/s and the ratios. On C
 is ours / fastai 2.2.7 loop >= 3x for the forget-mult. On CUDA, when available, the same runs
 on the GPU.
 
-    PYTHONPATH=. python benchmarks/bench_qrnn.py              # about 30 s on 2 cores
-    PYTHONPATH=. python benchmarks/bench_qrnn.py --reps 20 --threads 4
+    python -m benchmarks.bench_qrnn              # about 30 s on 2 cores
+    python -m benchmarks.bench_qrnn --reps 20 --threads 4
 
 Timings are the minimum over interleaved repetitions (implementations take turns), because on
 a shared machine the minimum is the least disturbed measurement. The layer section uses batch 16
@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from benchmarks.timing import best_times
-from pretraining_utils import qrnn
+from ulmfit_torch import qrnn
+from ulmfit_torch.forget_mult import forget_mult_scan, select_forget_mult
+from ulmfit_torch.forget_mult.sequential import _time_major_empty
 
 TARGET = 3.0
 FORGET_MULT_SHAPES = [(64, 70, 1552), (32, 200, 400)]  # (batch, time, hidden)
@@ -54,7 +56,7 @@ class TightLoop(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, f, h0):
-        out = qrnn._time_major_empty(z)
+        out = _time_major_empty(z)
         diff = torch.empty_like(out[:, 0])
         h = h0
         for z_t, f_t, out_t in zip(z.unbind(1), f.unbind(1), out.unbind(1), strict=True):
@@ -70,7 +72,7 @@ class TightLoop(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         z, f, h0, out = ctx.saved_tensors
-        dz, df = qrnn._time_major_empty(z), qrnn._time_major_empty(f)
+        dz, df = _time_major_empty(z), _time_major_empty(f)
         dh, carry, diff = (torch.zeros_like(out[:, 0]) for _ in range(3))
         for t in range(z.shape[1] - 1, -1, -1):
             torch.add(grad[:, t], carry, out=dh)
@@ -109,7 +111,7 @@ def bench_forget_mult(device: torch.device, reps: int, sync) -> list[tuple]:
         z, f, grad = (t.to(device) for t in tensors)
         z_tm, f_tm, grad_tm = (t.transpose(0, 1).contiguous().transpose(0, 1) for t in (z, f, grad))
         z, f, z_tm, f_tm = (t.requires_grad_() for t in (z, f, z_tm, f_tm))
-        ours = qrnn.select_forget_mult(device)
+        ours = select_forget_mult(device)
         candidates = {
             "fastai 2.2.7 loop": forget_mult_step(fastai_227_forget_mult, z, f, grad),
             f"ours ({ours.__name__})": forget_mult_step(ours, z_tm, f_tm, grad_tm),
@@ -120,7 +122,7 @@ def bench_forget_mult(device: torch.device, reps: int, sync) -> list[tuple]:
                 tight_loop, z_tm, f_tm, grad_tm
             )
             candidates["alt: log-depth scan"] = forget_mult_step(
-                qrnn.forget_mult_scan, z_tm, f_tm, grad_tm
+                forget_mult_scan, z_tm, f_tm, grad_tm
             )
         best = best_times(candidates, reps, sync)
         base = best["fastai 2.2.7 loop"]

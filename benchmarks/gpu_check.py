@@ -1,7 +1,7 @@
 """GPU check: the CUDA paths nobody has run yet, in one command, in a few minutes.
 
     make gpu-check                                        # both environments, one table
-    .venv-fastai/bin/python benchmarks/gpu_check.py --quick --json-out gpu-check.json
+    .venv-fastai/bin/python -m benchmarks.gpu_check --quick --json-out gpu-check.json
 
 What runs (fastai environment, on ``--device``, default ``cuda``):
 
@@ -12,7 +12,7 @@ What runs (fastai environment, on ``--device``, default ``cuda``):
    which implementation ``select_forget_mult`` picks (Triton, unless its self-check failed).
 2. LM training: ``--steps`` optimizer steps of a QRNN (4x1552) and an AWD-LSTM (3x1152) LM,
    emb 400, vocab 30k, batch 64, bptt 70, on one fixed batch of random ids, in fp32, fp16 and
-   bf16. The Learner is stage 04's (``pretraining_utils.training``): same loss, ``Adam(wd=0.1,
+   bf16. The Learner is stage 04's (``lm_training.learner``): same loss, ``Adam(wd=0.1,
    eps=1e-7)``, ``GradientClip(0.1)``, AR/TAR, the NaN guard, ``fit_one_cycle`` with its
    momentums and ``div=10``, and fastai's ``MixedPrecision(amp_mode=...)`` callback for
    ``--fp16``/``--bf16``. Every loss must be finite and the loss must fall (the batch repeats,
@@ -36,6 +36,7 @@ import importlib.util
 import json
 import logging
 import math
+import os
 import socket
 import statistics
 import subprocess
@@ -68,15 +69,15 @@ from benchmarks.gpu_check_report import (
     skip_row,
     summary_line,
 )
-from pretraining_utils.qrnn import (
+from ulmfit_core.artifacts import write_json
+from ulmfit_core.cli import setup_logging, verbose_option
+from ulmfit_torch.forget_mult import (
     ForgetMult,
     forget_mult_reference,
     forget_mult_scan,
     forget_mult_triton,
     select_forget_mult,
 )
-from ulmfit_core.artifacts import write_json
-from ulmfit_core.cli import setup_logging, verbose_option
 
 if TYPE_CHECKING:
     from benchmarks.gpu_check_train import TrainRun
@@ -604,7 +605,14 @@ def keras_rows(
         try:
             # Its stdout goes to our stderr (fd 2, whatever sys.stderr is): the only table on
             # stdout is the merged one.
-            done = subprocess.run(command, stdout=2, timeout=timeout_s, check=False)
+            # The checkout's root on its path: it imports benchmarks.gpu_check_report.
+            env = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
+                ),
+            }
+            done = subprocess.run(command, stdout=2, timeout=timeout_s, check=False, env=env)
         except subprocess.TimeoutExpired:
             figure = f"timed out after {timeout_s:.0f} s"
             return [Row(KERAS_CHECK, KERAS_SETTING, figure, "", FAIL)]

@@ -3,11 +3,11 @@
 Runs in the TensorFlow environment (``benchmarks/gpu_check.py`` starts it with ``--tf-python``
 and merges its rows into its table; alone it prints its own):
 
-    .venv-tf/bin/python benchmarks/gpu_check_keras.py [--quick] [--json-out rows.json]
+    .venv-tf/bin/python -m benchmarks.gpu_check_keras [--quick] [--json-out rows.json]
 
 The encoder is converted as the tests convert one: a random fastai-layout AWD-LSTM state dict
-(``convert.testing``; torch's default initialisation), its config from the converter
-(``convert.layout``), ``ulmfit_keras.build_encoder`` and ``convert.mapping.port_weights``.
+(``convert.testing``; torch's default initialisation), read by the converter's state-dict reader
+(``ulmfit_torch.state_dict``), ``ulmfit_keras.build_encoder`` and ``convert.mapping.port_weights``.
 One right-padded batch (the mask path cuDNN supports) runs forward and backward twice:
 
 * on ``/GPU:0`` with every ``WeightDropLSTM`` at ``use_cudnn=True``, so that the layer raises
@@ -58,12 +58,12 @@ from benchmarks.gpu_check_report import (
     skip_row,
     summary_line,
 )
-from convert.layout import detect_layout, resolve_config
 from convert.mapping import port_weights
 from convert.testing import fastai_lm_state_dict
 from ulmfit_core.artifacts import write_json
 from ulmfit_core.cli import setup_logging, verbose_option
 from ulmfit_core.lm_config import LMConfig
+from ulmfit_torch.state_dict import read_lm_state
 
 logger = logging.getLogger("gpu_check_keras")
 
@@ -151,7 +151,6 @@ def converted_encoder(sizes: Sizes, seed: int = 0) -> uk.ULMFiTEncoder:
         init_range=None,  # torch's initialisation: realistic, unsaturated gates
         seed=seed,
     )
-    layout = detect_layout(state, source)
     sidecar = LMConfig.create(
         "awd-lstm",
         sizes.vocab_size,
@@ -159,10 +158,10 @@ def converted_encoder(sizes: Sizes, seed: int = 0) -> uk.ULMFiTEncoder:
         hidden_size=sizes.hidden_size,
         n_layers=sizes.n_layers,
     )
-    config = resolve_config(layout, sidecar, source=source)
+    read = read_lm_state(state, source, sidecar)
     keras.utils.set_random_seed(seed)
-    encoder, lm = uk.build_encoder(config.to_dict(), seed=seed)
-    port_weights(state, lm, layout, source)
+    encoder, lm = uk.build_encoder(read.config.to_dict(), seed=seed)
+    port_weights(read, lm)
     return encoder
 
 

@@ -16,18 +16,14 @@ from functools import partial
 import torch
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
-from fastai.callback.progress import ProgressCallback
-from fastai.callback.rnn import rnn_cbs
-from fastai.callback.training import GradientClip
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
-from fastai.learner import Learner
-from fastai.losses import CrossEntropyLossFlat
-from fastai.optimizer import Adam
 from fastcore.basics import noop
 
-from pretraining_utils.awd_qrnn import build_language_model, language_model_split
-from pretraining_utils.training import MOMS, PRECISIONS, NonFiniteLossGuard
+from lm_training.callbacks import NonFiniteLossGuard
+from lm_training.config import PRECISIONS, pretrain_phase
+from lm_training.learner import build_learner, fit_phase
+from lm_training.models import build_language_model
 from ulmfit_core.lm_config import LMConfig
 
 logger = logging.getLogger(__name__)
@@ -130,11 +126,12 @@ def train_steps(
 ) -> TrainRun:
     """``steps`` optimizer steps of stage 04's Learner on one fixed batch of random ids.
 
-    The Learner is built as ``pretraining_utils.training`` builds it: ``CrossEntropyLossFlat``,
-    ``Adam(wd=0.1, eps=1e-7)``, the LM layer-group splitter, ``GradientClip(0.1)``,
-    ``rnn_cbs(alpha=2, beta=1)``, its NaN guard, and fastai's ``MixedPrecision(amp_mode=...)``
-    for fp16/bf16. It trains with ``fit_one_cycle(1, lr, moms=MOMS, div=10)``, the pretraining
-    phase of stage 04; there is no validation. Dropouts are the arch's defaults.
+    The Learner is stage 04's, from :func:`lm_training.learner.build_learner`:
+    ``CrossEntropyLossFlat``, ``Adam(wd=0.1, eps=1e-7)``, the LM layer-group splitter,
+    ``GradientClip(0.1)``, ``rnn_cbs(alpha=2, beta=1)``, its NaN guard, and fastai's
+    ``MixedPrecision(amp_mode=...)`` for fp16/bf16; no metrics. It trains one epoch of stage
+    04's pretraining phase (:func:`lm_training.learner.fit_phase`: ``fit_one_cycle`` with its
+    momentums and ``div=10``); there is no validation. Dropouts are the arch's defaults.
 
     Raises:
         ValueError: an unknown precision, or fp16/bf16 on a non-CUDA device (stage 04 falls
@@ -156,28 +153,21 @@ def train_steps(
     x, y = stream[:, :-1].to(device), stream[:, 1:].to(device)
     guard = NonFiniteLossGuard()
     recorder = StepRecorder(_sync_for(device))
-    learn = Learner(
-        DataLoaders(
-            RepeatedBatchLoader(x, y, steps, device),
-            RepeatedBatchLoader(x, y, 0, device),  # an empty validation set: nothing to score
-            device=device,
-        ),
-        model,
-        loss_func=CrossEntropyLossFlat(),
-        opt_func=partial(Adam, wd=0.1, eps=1e-7),
-        splitter=language_model_split,
-        cbs=[GradientClip(0.1), *rnn_cbs(alpha=2, beta=1), guard, recorder],
+    dls = DataLoaders(
+        RepeatedBatchLoader(x, y, steps, device),
+        RepeatedBatchLoader(x, y, 0, device),  # an empty validation set: nothing to score
+        device=device,
     )
-    learn.logger = noop  # fastai's per-epoch table; the check prints its own
-    learn.remove_cb(ProgressCallback)
-    if precision != "fp32":
-        learn.add_cb(MixedPrecision(amp_mode=precision))
+    # fastai's per-epoch table is off (the check prints its own), and so are the progress bars.
+    learn = build_learner(
+        model, dls, device=device, precision=precision, callbacks=[guard, recorder], metrics=()
+    )
     logger.info(
         "training %s %s: %dx%d, emb %d, vocab %d, batch %dx%d, %d steps",
         arch, precision, n_layers, hidden_size, emb_size, vocab_size, batch_size, bptt, steps,
     )  # fmt: skip
     try:
-        learn.fit_one_cycle(1, lr, moms=MOMS, div=10.0, pct_start=0.25)
+        fit_phase(learn, pretrain_phase(1, lr))
     finally:
         # The callbacks and the Learner refer to each other: collect the cycle so that the
         # next run does not share the GPU with this model and its optimizer state.

@@ -1,61 +1,54 @@
 """The conversion, end to end: read, convert config, port weights, verify, write, re-verify.
 
-:func:`prepare` does everything in memory (nothing is written): load the ``.pth`` safely,
-detect its layout and merge the sidecar (:mod:`convert.layout`), check the SPM model, build the
-Keras LM and port the weights through the key table (:mod:`convert.mapping`), then, unless
-``verify=False``, compare it with the PyTorch reference layer by layer and check masking
-(:mod:`convert.verify`). :func:`convert` then writes the output tree into a temporary directory
-beside ``out_path``, reloads what it wrote (Keras weights and SavedModel) and checks it against
-the PyTorch reference again, writes ``config.json`` with the figures, and only then renames the
-directory into place. Any failure leaves no output directory.
+:func:`prepare` does everything in memory (nothing is written): load the ``.pth`` safely and
+read it through the one state-dict reader (:func:`ulmfit_torch.state_dict.read_lm_state`:
+layout, model config with the sidecar merged in, fail-hard key checks), check the CLI's
+assertions and the SPM model, build the Keras LM and port the weights through the key table
+(:mod:`convert.mapping`), then, unless ``verify=False``, compare it with the PyTorch reference
+layer by layer and check masking (:func:`convert.checks.verify_in_memory`). :func:`convert`
+then writes the output tree into a temporary directory beside ``out_path``, reloads what it
+wrote (Keras weights and SavedModel) and checks it against the PyTorch reference again
+(:func:`convert.checks.verify_export`), writes ``config.json`` with the figures, and only then
+renames the directory into place. Any failure leaves no output directory.
+
+Each verification step returns its reports; the pipeline collects them (nothing is filled in
+after the fact).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from convert.checks import InMemoryChecks, verify_export, verify_in_memory
 from convert.export import (
     write_config,
     write_fastai_copy,
     write_keras_weights,
     write_saved_model,
 )
-from convert.layout import CheckpointLayout, convert_config
 from convert.mapping import WeightPlan, port_weights
-from convert.reference import ReferenceLM, build_reference, layer_names
+from convert.reference import ReferenceLM
 from convert.tokenizer import SpmModel, check_spm_model, write_tokenizer
-from convert.verify import (
-    DEFAULT_TOLERANCE,
-    SENTENCES,
-    ParityError,
-    ParityReport,
-    check,
-    compare_outputs,
-    keras_probe,
-    masking_report,
-    merge_reports,
-    pad_batch,
-    parity_batches,
-    parity_report,
-)
-from pretraining_utils.checkpoint_io import load_pth
+from convert.verify import DEFAULT_TOLERANCE, ParityReport
 from ulmfit_core.artifacts import atomic_dir, library_versions, sha256_file
 from ulmfit_core.errors import InputError
-from ulmfit_core.export_layout import KERAS_WEIGHTS_DIR, SAVED_MODEL_DIR, weights_file_name
-from ulmfit_core.ids import PAD_ID
+from ulmfit_core.export_layout import KERAS_WEIGHTS_DIR, weights_file_name
 from ulmfit_core.lm_config import LMConfig, sidecar_path
+from ulmfit_torch.checkpoint_io import load_pth
+from ulmfit_torch.state_dict import CheckpointLayout, LMState, read_lm_state, read_sidecar
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ConvertConfig", "ConvertSummary", "Prepared", "convert", "prepare"]
+__all__ = ["ConvertConfig", "ConvertSummary", "Prepared", "convert", "prepare", "read_checkpoint"]
 
 EXPORT_FORMAT = "ulmfit-keras-export"
 EXPORT_VERSION = 1
@@ -99,22 +92,42 @@ class ConvertConfig:
             raise InputError(f"--tolerance must be positive, got {self.tolerance}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prepared:
-    """Everything :func:`prepare` built, in memory."""
+    """Everything :func:`prepare` built, in memory.
+
+    ``state`` is the read checkpoint, its config completed with the SPM model's hash;
+    ``checks`` the in-memory verification (``None`` with ``verify=False``).
+    """
 
     source: Path
-    state_dict: dict[str, Any]
-    layout: CheckpointLayout
-    config: LMConfig
+    state: LMState
     plan: WeightPlan
     spm: SpmModel
     encoder: Any
     lm: Any
-    reference: ReferenceLM | None = None
-    batches: list[np.ndarray] = field(default_factory=list)
-    reports: dict[str, ParityReport] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
+    checks: InMemoryChecks | None
+    seconds: Mapping[str, float]
+
+    @property
+    def layout(self) -> CheckpointLayout:
+        return self.state.layout
+
+    @property
+    def config(self) -> LMConfig:
+        return self.state.config
+
+    @property
+    def reference(self) -> ReferenceLM | None:
+        return None if self.checks is None else self.checks.reference
+
+    @property
+    def batches(self) -> tuple[np.ndarray, ...]:
+        return () if self.checks is None else self.checks.batches
+
+    @property
+    def reports(self) -> dict[str, ParityReport]:
+        return {} if self.checks is None else dict(self.checks.reports)
 
 
 @dataclass(frozen=True)
@@ -149,11 +162,43 @@ def _check_out_path(cfg: ConvertConfig) -> None:
         raise InputError(f"output directory {out} holds the inputs; choose another --out-path")
 
 
+def read_checkpoint(cfg: ConvertConfig) -> LMState:
+    """Load ``cfg.pretrained_model`` and its sidecar, read them, and check the CLI's assertions.
+
+    Raises:
+        InputError: a bad file (see :func:`ulmfit_torch.state_dict.read_lm_state`), or a flag
+            that contradicts it (both are named).
+    """
+    source = cfg.pretrained_model
+    checkpoint = load_pth(source)
+    state = read_lm_state(
+        checkpoint,
+        str(source),
+        read_sidecar(source),
+        sidecar_name=str(sidecar_path(Path(source))),
+    )
+    if state.layout.extra:
+        logger.info("%s: not converted (training state): %s", source, list(state.layout.extra))
+    config = state.config
+    if cfg.qrnn is not None and cfg.qrnn != (config.arch == "qrnn"):
+        flag = "--qrnn" if cfg.qrnn else "--awd-lstm"
+        raise InputError(
+            f"{flag} was given, but {source} holds an {config.arch} model "
+            f"({state.layout.name} keys); drop the flag: the architecture is read from the file"
+        )
+    if cfg.num_recurrent_layers is not None and cfg.num_recurrent_layers != config.n_layers:
+        raise InputError(
+            f"--num-recurrent-layers {cfg.num_recurrent_layers} was given, but {source} has "
+            f"{config.n_layers} recurrent layers; drop the flag: it is read from the file"
+        )
+    return state
+
+
 def prepare(cfg: ConvertConfig) -> Prepared:
     """Read, convert and (unless ``cfg.verify`` is off) verify, all in memory.
 
     Raises:
-        InputError: a bad input (see :mod:`convert.layout`, :mod:`convert.mapping`,
+        InputError: a bad input (see :mod:`ulmfit_torch.state_dict`, :mod:`convert.mapping`,
             :mod:`convert.tokenizer`), or :class:`ParityError` when Keras and PyTorch disagree.
     """
     from ulmfit_keras import build_encoder  # TensorFlow: imported only when converting
@@ -161,155 +206,25 @@ def prepare(cfg: ConvertConfig) -> Prepared:
     seconds: dict[str, float] = {}
     source = cfg.pretrained_model
     with _timed(seconds, "read .pth"):
-        state = load_pth(source)
-        state_dict = state["model"]
-        extra = sorted(set(state) - {"model"})
-        if extra:
-            logger.info("%s: not converted (training state): %s", source, extra)
+        state = read_checkpoint(cfg)
     with _timed(seconds, "convert config"):
-        layout, config = convert_config(
-            state_dict, source, qrnn=cfg.qrnn, num_recurrent_layers=cfg.num_recurrent_layers
-        )
+        config = state.config
         spm = check_spm_model(
-            cfg.spm_model_file, layout.vocab_size, config.spm_model_sha256, str(source)
+            cfg.spm_model_file, config.vocab_size, config.spm_model_sha256, str(source)
         )
         if config.spm_model_sha256 is None:
-            config = config.replace(spm_model_sha256=spm.sha256)
+            state = dataclasses.replace(state, config=config.replace(spm_model_sha256=spm.sha256))
     with _timed(seconds, "build keras"):
-        encoder, lm = build_encoder(config.to_dict())
+        encoder, lm = build_encoder(state.config.to_dict())
     with _timed(seconds, "port weights"):
-        plan = port_weights(state_dict, lm, layout, str(source))
-    prepared = Prepared(source, state_dict, layout, config, plan, spm, encoder, lm)
-    prepared.seconds = seconds
+        plan = port_weights(state, lm)
+    checks = None
     if cfg.verify:
         with _timed(seconds, "verify keras"):
-            _verify_in_memory(prepared, cfg)
+            checks = verify_in_memory(state, lm, spm, seed=cfg.seed, tolerance=cfg.tolerance)
     else:
         logger.warning("--no-verify: the converted model is NOT checked against PyTorch")
-    return prepared
-
-
-def _verify_in_memory(prepared: Prepared, cfg: ConvertConfig) -> None:
-    layout = prepared.layout
-    prepared.reference = build_reference(prepared.state_dict, layout, prepared.plan)
-    prepared.batches = parity_batches(layout.vocab_size, prepared.spm.encode, seed=cfg.seed)
-    report = check(parity_report(prepared.reference, prepared.lm, prepared.batches), cfg.tolerance)
-    logger.info("%s", report.format_table())
-    names = layer_names(layout.arch, layout.n_layers)
-    probe = keras_probe(prepared.lm, layout.arch, layout.n_layers)
-    rows = [batch[0] for batch in prepared.batches if batch.shape[0] == 1]
-    masking = check(masking_report(probe, rows, names[-2:]), cfg.tolerance)
-    logger.info("%s", masking.format_table())
-    prepared.reports.update({"keras": report, "masking": masking})
-
-
-# ---------------------------------------------------------------------------------------------
-# Checks of the written artifacts
-# ---------------------------------------------------------------------------------------------
-
-
-def _torch_outputs(reference: ReferenceLM) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    """``ids -> {"encoder_output", "logits"}`` of the PyTorch reference."""
-    last = layer_names(reference.layout.arch, reference.layout.n_layers)[-2]
-
-    def run(ids: np.ndarray) -> dict[str, np.ndarray]:
-        out = reference.run(ids)
-        return {"encoder_output": out[last], "logits": out["logits"]}
-
-    return run
-
-
-def _check_reloaded_keras(prepared: Prepared, out_dir: Path, batches: list[np.ndarray]):
-    """``keras_weights/`` + ``config.json``, rebuilt by the downstream loader, vs PyTorch."""
-    from ulmfit_keras import load_language_model
-
-    _, reloaded_lm = load_language_model(out_dir)
-    what = "reloaded keras_weights vs pytorch"
-    return parity_report(prepared.reference, reloaded_lm, batches, what=what)
-
-
-def _check_saved_model(
-    prepared: Prepared, loaded: Any, batches: list[np.ndarray], fixed_seq_len: int | None
-) -> ParityReport:
-    """The SavedModel's signatures vs PyTorch.
-
-    ``numericalized_encoder`` and ``lm_logits`` get each batch post-padded to the fixed length
-    (when set); ``string_encoder`` and ``spm_processor`` must give exactly sentencepiece's ids
-    (with BOS/EOS, cut and padded the same way) for the real sentences, and ``string_encoder``'s
-    output at valid positions must match each sentence run alone through PyTorch.
-
-    Raises:
-        ParityError: the tokenization or the mask differs (the numbers are checked by the
-            caller, with the tolerance).
-    """
-    import tensorflow as tf
-
-    torch_run = _torch_outputs(prepared.reference)
-
-    def id_pairs():
-        for ids in batches:
-            token_ids = tf.constant(pad_batch(list(ids), fixed_seq_len))  # post-pad with 1
-            width = ids.shape[1]
-            got = {
-                "encoder_output": loaded.numericalized_encoder(token_ids)["output"][:, :width],
-                "logits": loaded.lm_logits(token_ids)["output"][:, :width],
-            }
-            yield got, torch_run(ids)
-
-    id_report = compare_outputs(id_pairs(), ["encoder_output", "logits"], "id signatures")
-
-    n = fixed_seq_len
-    expected = [
-        np.asarray(ids[:n] if n else ids, np.int32) for ids in prepared.spm.encode(SENTENCES)
-    ]
-    want_ids = pad_batch(expected, n)
-    text = tf.constant(list(SENTENCES))
-    encoded = loaded.string_encoder(text)
-    for signature, result in (
-        ("string_encoder", encoded),
-        ("spm_processor", loaded.spm_processor(text)),
-    ):
-        got_ids = result["numericalized"].numpy()
-        if got_ids.shape != want_ids.shape or not np.array_equal(got_ids, want_ids):
-            raise ParityError(
-                f"the SavedModel's {signature} tokenizes differently from sentencepiece: "
-                f"{got_ids.tolist()} vs {want_ids.tolist()}"
-            )
-        if not np.array_equal(result["mask"].numpy(), want_ids != PAD_ID):
-            raise ParityError(f"the SavedModel's {signature} mask is not numericalized != 1")
-    hidden = encoded["output"].numpy()
-    text_pairs = (
-        (
-            {"string_encoder": hidden[i, : len(ids)]},
-            {"string_encoder": torch_run(ids[None, :])["encoder_output"][0]},
-        )
-        for i, ids in enumerate(expected)
-    )
-    note = f"string_encoder/spm_processor ids equal sentencepiece's on {len(expected)} sentences"
-    text_report = compare_outputs(text_pairs, ["string_encoder"], "text", notes=(note,))
-    return merge_reports("reloaded saved_model vs pytorch", id_report, text_report)
-
-
-def verify_export(prepared: Prepared, out_dir: Path, cfg: ConvertConfig) -> None:
-    """Reload the written Keras weights and SavedModel and check them against PyTorch.
-
-    Raises:
-        ParityError: a reloaded artifact differs from PyTorch beyond ``cfg.tolerance``, or the
-            SavedModel tokenizes differently from sentencepiece.
-    """
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401 - registers the SentencePiece op for loading
-
-    # A fixed-length SavedModel takes at most that many ids: cut the batches to it.
-    n = cfg.fixed_seq_len
-    batches = [ids if n is None else ids[:, :n] for ids in prepared.batches]
-    keras_report = check(_check_reloaded_keras(prepared, out_dir, batches), cfg.tolerance)
-    logger.info("%s", keras_report.format_table())
-    loaded = tf.saved_model.load(str(out_dir / SAVED_MODEL_DIR))
-    saved_report = check(_check_saved_model(prepared, loaded, batches, n), cfg.tolerance)
-    logger.info("%s", saved_report.format_table())
-    prepared.reports["reloaded_keras"] = keras_report
-    prepared.reports["saved_model"] = saved_report
+    return Prepared(source, state, plan, spm, encoder, lm, checks, dict(seconds))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,7 +232,12 @@ def verify_export(prepared: Prepared, out_dir: Path, cfg: ConvertConfig) -> None
 # ---------------------------------------------------------------------------------------------
 
 
-def _config_json(prepared: Prepared, cfg: ConvertConfig, verified: bool) -> dict[str, Any]:
+def _config_json(
+    prepared: Prepared,
+    cfg: ConvertConfig,
+    reports: Mapping[str, ParityReport],
+    verified: bool,
+) -> dict[str, Any]:
     source = cfg.pretrained_model
     sidecar = sidecar_path(source)
     data = prepared.config.to_dict()
@@ -337,7 +257,7 @@ def _config_json(prepared: Prepared, cfg: ConvertConfig, verified: bool) -> dict
         "signatures": ["string_encoder", "numericalized_encoder", "spm_processor", "lm_logits"],
         "verified": verified,
         "tolerance": cfg.tolerance,
-        "parity": {name: report.to_dict() for name, report in prepared.reports.items()},
+        "parity": {name: report.to_dict() for name, report in reports.items()},
         "versions": library_versions(*_VERSIONED),
     }
     return data
@@ -353,7 +273,8 @@ def convert(cfg: ConvertConfig) -> ConvertSummary:
     _check_out_path(cfg)
     start = time.perf_counter()
     prepared = prepare(cfg)
-    seconds = prepared.seconds
+    seconds = dict(prepared.seconds)
+    reports = prepared.reports
     exp_name = cfg.pretrained_model.stem
     with atomic_dir(cfg.out_path) as tmp:
         with _timed(seconds, "write keras weights"):
@@ -367,11 +288,18 @@ def convert(cfg: ConvertConfig) -> ConvertSummary:
             write_fastai_copy(cfg.pretrained_model, tmp, sidecar_path(cfg.pretrained_model))
         # load_language_model reads config.json: write it before the reload checks, then again
         # with their figures.
-        write_config(tmp, _config_json(prepared, cfg, verified=False))
-        if cfg.verify:
+        write_config(tmp, _config_json(prepared, cfg, reports, verified=False))
+        if prepared.checks is not None:
             with _timed(seconds, "verify reloaded"):
-                verify_export(prepared, tmp, cfg)
-        write_config(tmp, _config_json(prepared, cfg, verified=cfg.verify))
+                reloaded = verify_export(
+                    prepared.checks,
+                    prepared.spm,
+                    tmp,
+                    fixed_seq_len=cfg.fixed_seq_len,
+                    tolerance=cfg.tolerance,
+                )
+            reports = {**reports, **reloaded}
+        write_config(tmp, _config_json(prepared, cfg, reports, verified=cfg.verify))
         if cfg.out_path.exists() and not cfg.overwrite:  # created while we were converting
             raise InputError(f"output directory {cfg.out_path} appeared during the conversion")
     seconds["total"] = time.perf_counter() - start
@@ -386,8 +314,8 @@ def convert(cfg: ConvertConfig) -> ConvertSummary:
         out_path=cfg.out_path,
         layout=prepared.layout.name,
         config=prepared.config,
-        reports=dict(prepared.reports),
-        seconds=dict(seconds),
+        reports=reports,
+        seconds=seconds,
         verified=cfg.verify,
     )
 

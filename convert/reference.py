@@ -4,57 +4,57 @@ What fastai's ``SequentialRNN(AWD_LSTM | AWD_QRNN, LinearDecoder)`` computes in 
 ``reset()``: every dropout is the identity then, the hidden state starts at zero, and the QRNN's
 saved previous input is forgotten. So the forward is embedding -> recurrent layers -> decoder:
 
-* AWD-LSTM layers: ``torch.nn.LSTM`` wrapped in :class:`pretraining_utils.qrnn.WeightDropout`
+* AWD-LSTM layers: ``torch.nn.LSTM`` wrapped in :class:`ulmfit_torch.weight_dropout.WeightDropout`
   (the ``weight_hh_l0_raw`` / ``module.*`` keys of fastai's wrapper);
-* AWD-QRNN layers: :func:`pretraining_utils.qrnn.awd_qrnn_layer` (fastai 2.2.7's modules, keys
+* AWD-QRNN layers: :func:`ulmfit_torch.qrnn.awd_qrnn_layer` (fastai 2.2.7's modules, keys
   and math, rebuilt in torch);
 * the decoder: ``h @ W^T + b`` with ``W`` the embedding (tied) or its own matrix.
 
-The module's state-dict keys are exactly the fastai keys that the mapping table converts
-(:meth:`WeightPlan.source_keys <convert.mapping.WeightPlan>`), and it is loaded with
-``strict=True`` from those keys only: the reference and the Keras model read the file through
-the same table. Imports neither TensorFlow nor fastai (it also runs in the fastai environment).
+The model is built from its :class:`~ulmfit_core.lm_config.LMConfig`. Its state-dict keys are
+exactly the fastai keys the reader keeps (:attr:`LMState.tensors
+<ulmfit_torch.state_dict.LMState>`, which the mapping table converts too), and it is loaded with
+``strict=True`` from those: the reference and the Keras model read the file through the same
+reader. Imports neither TensorFlow nor fastai (it also runs in the fastai environment).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convert.layout import CheckpointLayout
-from convert.mapping import WeightPlan, weight_plan
-from pretraining_utils.qrnn import WeightDropout, awd_qrnn_layer
 from ulmfit_core.ids import PAD_ID
+from ulmfit_core.lm_config import LMConfig
+from ulmfit_torch.qrnn import awd_qrnn_layer
+from ulmfit_torch.state_dict import LMState
+from ulmfit_torch.weight_dropout import WeightDropout
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ReferenceLM", "build_reference", "layer_names"]
 
 
-def layer_names(arch: str, n_layers: int) -> list[str]:
+def layer_names(config: LMConfig) -> list[str]:
     """Names of the compared outputs, in order (the Keras layer names, plus ``logits``)."""
-    prefix = "lstm" if arch == "awd-lstm" else "qrnn"
-    return ["encoder_embedding", *(f"{prefix}_{i}" for i in range(n_layers)), "logits"]
+    prefix = "lstm" if config.arch == "awd-lstm" else "qrnn"
+    return ["encoder_embedding", *(f"{prefix}_{i}" for i in range(config.n_layers)), "logits"]
 
 
 class _Encoder(nn.Module):
     """``0.*``: the embedding and the recurrent layers (fastai's ``AWD_LSTM``/``AWD_QRNN``)."""
 
-    def __init__(self, layout: CheckpointLayout) -> None:
+    def __init__(self, config: LMConfig) -> None:
         super().__init__()
-        self.arch = layout.arch
-        hidden = layout.hidden_size or layout.emb_size
-        self.encoder = nn.Embedding(layout.vocab_size, layout.emb_size, padding_idx=PAD_ID)
-        sizes = [hidden] * (layout.n_layers - 1) + [layout.emb_size]
+        self.arch = config.arch
+        self.encoder = nn.Embedding(config.vocab_size, config.emb_size, padding_idx=PAD_ID)
+        sizes = config.layer_sizes
         rnns: list[nn.Module] = []
         for layer, n_out in enumerate(sizes):
-            n_in = layout.emb_size if layer == 0 else hidden
-            if layout.arch == "awd-lstm":
+            n_in = config.emb_size if layer == 0 else sizes[layer - 1]
+            if config.arch == "awd-lstm":
                 lstm = nn.LSTM(n_in, n_out, 1, batch_first=True)
                 rnns.append(WeightDropout(lstm, 0.0, layer_names="weight_hh_l0"))
             else:
@@ -73,12 +73,12 @@ class _TiedDecoder(nn.Module):
 class _Decoder(nn.Module):
     """``1.*``: fastai's ``LinearDecoder`` (its output dropout is the identity in eval)."""
 
-    def __init__(self, layout: CheckpointLayout) -> None:
+    def __init__(self, config: LMConfig) -> None:
         super().__init__()
-        if layout.tie_weights:
-            self.decoder: nn.Module = _TiedDecoder(layout.vocab_size, layout.out_bias)
+        if config.tie_weights:
+            self.decoder: nn.Module = _TiedDecoder(config.vocab_size, config.out_bias)
         else:
-            self.decoder = nn.Linear(layout.emb_size, layout.vocab_size, bias=layout.out_bias)
+            self.decoder = nn.Linear(config.emb_size, config.vocab_size, bias=config.out_bias)
 
 
 class ReferenceLM(nn.Module):
@@ -88,11 +88,11 @@ class ReferenceLM(nn.Module):
     padding) and returns every compared output by name (:func:`layer_names`).
     """
 
-    def __init__(self, layout: CheckpointLayout) -> None:
+    def __init__(self, config: LMConfig) -> None:
         super().__init__()
-        self.layout = layout
-        self.add_module("0", _Encoder(layout))
-        self.add_module("1", _Decoder(layout))
+        self.config = config
+        self.add_module("0", _Encoder(config))
+        self.add_module("1", _Decoder(config))
         self.eval()
 
     @property
@@ -113,7 +113,7 @@ class ReferenceLM(nn.Module):
     def forward(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = self._encode(ids, keep_all=True)
         decoder = self.head.decoder
-        weight = self.body.encoder.weight if self.layout.tie_weights else decoder.weight
+        weight = self.body.encoder.weight if self.config.tie_weights else decoder.weight
         last = outputs.pop("output")  # also under the last recurrent layer's name
         outputs["logits"] = F.linear(last, weight, decoder.bias)
         return outputs
@@ -125,7 +125,7 @@ class ReferenceLM(nn.Module):
 
     def _encode(self, ids: torch.Tensor, keep_all: bool) -> dict[str, torch.Tensor]:
         self.reset()
-        names = layer_names(self.layout.arch, self.layout.n_layers)
+        names = layer_names(self.config)
         outputs: dict[str, torch.Tensor] = {}
         x = self.body.encoder(ids)
         if keep_all:
@@ -144,31 +144,24 @@ class ReferenceLM(nn.Module):
         return {name: value.numpy() for name, value in result.items()}
 
 
-def build_reference(
-    state_dict: Mapping[str, torch.Tensor],
-    layout: CheckpointLayout,
-    plan: WeightPlan | None = None,
-) -> ReferenceLM:
-    """A :class:`ReferenceLM` loaded strictly, by key, from the table's source keys.
+def build_reference(state: LMState) -> ReferenceLM:
+    """A :class:`ReferenceLM` of ``state.config``, loaded strictly, by key, from ``state.tensors``.
 
     Args:
-        state_dict: the fastai state dict (already checked by the mapping's key checks).
-        layout: what :func:`convert.layout.detect_layout` found.
-        plan: the expanded table (default: built from ``layout``).
+        state: the read and checked state dict (:func:`ulmfit_torch.state_dict.read_lm_state`).
 
     Raises:
-        RuntimeError: the module's keys differ from the table's (a bug, not a bad file).
+        RuntimeError: the module's keys differ from the reader's (a bug, not a bad file).
     """
-    plan = plan or weight_plan(layout.name, layout.n_layers, layout.tie_weights, layout.out_bias)
-    model = ReferenceLM(layout)
-    keys = plan.source_keys
+    model = ReferenceLM(state.config)
+    keys = list(state.tensors)
     if sorted(model.state_dict()) != sorted(keys):
         raise RuntimeError(
-            "the reference model's keys differ from the mapping table's: "
+            "the reference model's keys differ from the key table's: "
             f"only in the model {sorted(set(model.state_dict()) - set(keys))}, "
             f"only in the table {sorted(set(keys) - set(model.state_dict()))}"
         )
-    weights = {key: state_dict[key].detach().to(torch.float32) for key in keys}
+    weights = {key: value.detach().to(torch.float32) for key, value in state.tensors.items()}
     model.load_state_dict(weights, strict=True)
     model.eval()
     logger.debug("built the PyTorch reference from %d tensors", len(keys))

@@ -2,7 +2,7 @@
 
 fastai is not available in the TensorFlow environment, so these state dicts are made from the
 same torch modules fastai uses (``nn.Embedding``, ``nn.LSTM`` in
-:class:`pretraining_utils.qrnn.WeightDropout`, :func:`pretraining_utils.qrnn.awd_qrnn_layer`),
+:class:`ulmfit_torch.weight_dropout.WeightDropout`, :func:`ulmfit_torch.qrnn.awd_qrnn_layer`),
 which gives fastai's key names and shapes, and laid out as fastai's
 ``SequentialRNN(encoder, LinearDecoder)`` saves them: the tied decoder and the embedding
 dropout's ``emb`` listed under their own keys with the embedding's tensor.
@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pretraining_utils.checkpoint_io import save_pth
-from pretraining_utils.qrnn import WeightDropout, awd_qrnn_layer
 from ulmfit_core.lm_config import LMConfig, sidecar_path
+from ulmfit_torch.checkpoint_io import save_pth
+from ulmfit_torch.qrnn import awd_qrnn_layer
+from ulmfit_torch.weight_dropout import WeightDropout
 
 __all__ = ["fastai_lm_state_dict", "save_learner_file"]
 

@@ -22,6 +22,7 @@ import numpy as np
 from convert.reference import ReferenceLM, layer_names
 from ulmfit_core.errors import InputError
 from ulmfit_core.ids import PAD_ID
+from ulmfit_core.lm_config import LMConfig
 
 logger = logging.getLogger(__name__)
 
@@ -220,13 +221,14 @@ def pad_batch(rows: Sequence[np.ndarray], length: int | None = None) -> np.ndarr
 # ---------------------------------------------------------------------------------------------
 
 
-def keras_probe(keras_lm: Any, arch: str, n_layers: int) -> Callable[[np.ndarray], dict]:
-    """``ids -> {output name: array}`` for a Keras LM: the embedding, every recurrent layer and
-    the logits, from one graph-mode call (a multi-output model over the LM's own layers)."""
+def keras_probe(keras_lm: Any, config: LMConfig) -> Callable[[np.ndarray], dict]:
+    """``ids -> {output name: array}`` for a Keras LM of ``config``: the embedding, every
+    recurrent layer and the logits, from one graph-mode call (a multi-output model over the LM's
+    own layers)."""
     import keras
     import tensorflow as tf
 
-    names = layer_names(arch, n_layers)
+    names = layer_names(config)
     # The LM is a functional model over the encoder's layers, so they are found by name.
     outputs = [keras_lm.get_layer(name).output for name in names[:-1]]
     probe = keras.Model(keras_lm.input, [*outputs, keras_lm.output], name="parity_probe")
@@ -275,9 +277,8 @@ def parity_report(
         batches: unpadded int32 id batches (:func:`parity_batches`).
         what: the report's title.
     """
-    layout = torch_ref.layout
-    probe = keras_probe(keras_lm, layout.arch, layout.n_layers)
-    names = layer_names(layout.arch, layout.n_layers)
+    probe = keras_probe(keras_lm, torch_ref.config)
+    names = layer_names(torch_ref.config)
     return compare_outputs(((probe(ids), torch_ref.run(ids)) for ids in batches), names, what)
 
 

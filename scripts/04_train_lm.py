@@ -23,7 +23,7 @@ def _dropout_option(name: str, what: str):
         f"--{name.replace('_', '-')}",
         type=_UNIT,
         default=None,
-        help=f"{what} dropout (default: the arch's, see pretraining_utils/lm_config.py); "
+        help=f"{what} dropout (default: the arch's, see ulmfit_core/lm_config.py); "
         "scaled by --drop-mult.",
     )
 
@@ -219,11 +219,9 @@ def main(
         arch = "qrnn"
 
     def work():
-        from pretraining_utils.training import (
-            TrainConfig,
-            find_learning_rate,
-            train_language_model,
-        )
+        from lm_training.config import TrainConfig
+        from lm_training.lr_finder import find_learning_rate
+        from lm_training.train import train_language_model
 
         config = TrainConfig(
             train_path=pretokenized_train,

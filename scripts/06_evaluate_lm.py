@@ -14,7 +14,7 @@ from ulmfit_core.quiet_tf import quiet_tensorflow
 with quiet_tensorflow(sys.argv[1:]):
     import tensorflow  # noqa: F401
 
-from convert.evaluate import TF_MODELS, EvalConfig, EvalSummary, evaluate_lm
+from evaluation.perplexity import TF_MODELS, EvalConfig, EvalSummary, evaluate_lm
 from ulmfit_core.cli import run_stage, verbose_option
 
 logger = logging.getLogger("06_evaluate_lm")

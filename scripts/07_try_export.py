@@ -14,7 +14,7 @@ from ulmfit_core.quiet_tf import quiet_tensorflow
 with quiet_tensorflow(sys.argv[1:]):
     import tensorflow  # noqa: F401
 
-from convert.tryout import try_export
+from evaluation.tryout import try_export
 from ulmfit_core.cli import run_stage, verbose_option
 
 logger = logging.getLogger("07_try_export")

@@ -23,21 +23,16 @@ with quiet_tensorflow(sys.argv[1:]):
     import tensorflow  # noqa: F401
 
 from ulmfit_core.cli import run_stage, verbose_option
-from ulmfit_keras.task_options import (
+from ulmfit_tasks.classifier import find_classifier_lr, train_classifier
+from ulmfit_tasks.cli_options import (
     EXISTING_FILE,
     echo_lr_finder,
     lr_finder_option,
     training_options,
     tsv_options,
 )
-from ulmfit_keras.tasks import (
-    HEADS,
-    ClassifierConfig,
-    TextClassifierPredictor,
-    describe_predictions,
-    find_classifier_lr,
-    train_classifier,
-)
+from ulmfit_tasks.config import HEADS, ClassifierConfig
+from ulmfit_tasks.predictors import TextClassifierPredictor, describe_predictions
 
 logger = logging.getLogger("10_train_classifier")
 
@@ -79,18 +74,17 @@ def main(
     verbose: bool,
     **training,
 ) -> None:
-    config = ClassifierConfig(
-        train_tsv=train_tsv,
-        test_tsv=test_tsv,
-        data_column=data_column_name,
-        gold_column=gold_column_name,
-        label_map=label_map,
-        head=head,
-        batch_norm=not no_batch_norm,
-        **training,
-    )
-
     def work() -> None:
+        config = ClassifierConfig(
+            train_tsv=train_tsv,
+            test_tsv=test_tsv,
+            data_column=data_column_name,
+            gold_column=gold_column_name,
+            label_map=label_map,
+            head=head,
+            batch_norm=not no_batch_norm,
+            **training,
+        )
         if lr_finder is not None:
             echo_lr_finder(*find_classifier_lr(config, lr_finder))
             return

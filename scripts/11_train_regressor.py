@@ -22,19 +22,15 @@ with quiet_tensorflow(sys.argv[1:]):
     import tensorflow  # noqa: F401
 
 from ulmfit_core.cli import run_stage, verbose_option
-from ulmfit_keras.task_options import (
+from ulmfit_tasks.cli_options import (
     echo_lr_finder,
     lr_finder_option,
     training_options,
     tsv_options,
 )
-from ulmfit_keras.tasks import (
-    LOSSES,
-    RegressorConfig,
-    TextRegressorPredictor,
-    find_regressor_lr,
-    train_regressor,
-)
+from ulmfit_tasks.config import LOSSES, RegressorConfig
+from ulmfit_tasks.predictors import TextRegressorPredictor
+from ulmfit_tasks.regressor import find_regressor_lr, train_regressor
 
 logger = logging.getLogger("11_train_regressor")
 
@@ -73,18 +69,17 @@ def main(
     verbose: bool,
     **training,
 ) -> None:
-    config = RegressorConfig(
-        train_tsv=train_tsv,
-        test_tsv=test_tsv,
-        data_column=data_column_name,
-        gold_column=gold_column_name,
-        loss_fn=loss_fn,
-        normalize_labels=normalize_labels,
-        batch_norm=not no_batch_norm,
-        **training,
-    )
-
     def work() -> None:
+        config = RegressorConfig(
+            train_tsv=train_tsv,
+            test_tsv=test_tsv,
+            data_column=data_column_name,
+            gold_column=gold_column_name,
+            loss_fn=loss_fn,
+            normalize_labels=normalize_labels,
+            batch_norm=not no_batch_norm,
+            **training,
+        )
         if lr_finder is not None:
             echo_lr_finder(*find_regressor_lr(config, lr_finder))
             return

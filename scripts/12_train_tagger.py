@@ -25,14 +25,15 @@ with quiet_tensorflow(sys.argv[1:]):
     import tensorflow  # noqa: F401
 
 from ulmfit_core.cli import run_stage, verbose_option
-from ulmfit_keras.tagger_task import TaggerConfig, TaggerPredictor, find_tagger_lr, train_tagger
-from ulmfit_keras.tagging import SCHEMES
-from ulmfit_keras.task_options import (
+from ulmfit_tasks.cli_options import (
     EXISTING_FILE,
     echo_lr_finder,
     lr_finder_option,
     training_options,
 )
+from ulmfit_tasks.config import SCHEMES, TaggerConfig
+from ulmfit_tasks.predictors import TaggerPredictor
+from ulmfit_tasks.tagger import find_tagger_lr, train_tagger
 
 logger = logging.getLogger("12_train_tagger")
 
@@ -79,15 +80,14 @@ def main(
     verbose: bool,
     **training,
 ) -> None:
-    config = TaggerConfig(
-        train_jsonl=train_jsonl,
-        test_jsonl=test_jsonl,
-        label_map=label_map,
-        align=align,
-        **training,
-    )
-
     def work() -> None:
+        config = TaggerConfig(
+            train_jsonl=train_jsonl,
+            test_jsonl=test_jsonl,
+            label_map=label_map,
+            align=align,
+            **training,
+        )
         if lr_finder is not None:
             echo_lr_finder(*find_tagger_lr(config, lr_finder))
             return

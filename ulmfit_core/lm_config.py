@@ -9,7 +9,13 @@ Defaults follow the predecessor's recipe (fastai's ``awd_lstm_lm_config`` / 2.2.
 QRNN 4 layers of 1552, the last layer always of the embedding size so that the decoder can be
 tied to the embedding. Dropouts: LSTM input_p 0.6, weight_p 0.5; QRNN input_p 0.4,
 weight_p 0.1; both output_p 0.4, embed_p 0.1, hidden_p 0.2; all multiplied by ``drop_mult``
-(fastai's ``get_language_model`` semantics, explicit values included).
+(fastai's ``get_language_model`` semantics, explicit values included). These are the only
+defaults: the Keras side (``ulmfit_keras``, where ``EncoderConfig`` is this class) builds from the
+same config.
+
+Reading: :meth:`LMConfig.load` / :meth:`LMConfig.from_dict` read a file (strict: ``format`` and
+``version`` keys, every size and dropout present); :meth:`LMConfig.from_any` also takes a plain
+dict of model fields (tests, hand-written configs), filling in the recipe's defaults.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,11 @@ FORMAT_NAME = "ulmfit-lm-config"
 FORMAT_VERSION = 1
 ARCHS = ("awd-lstm", "qrnn")
 DROPOUT_NAMES = ("input_p", "weight_p", "embed_p", "hidden_p", "output_p")
+SIZE_NAMES = ("vocab_size", "emb_size", "hidden_size", "n_layers")
+# What a config file must hold (``from_dict``); a plain dict of model fields (``from_any``) needs
+# only the architecture and the sizes.
+FILE_REQUIRED = ("arch", *SIZE_NAMES, *DROPOUT_NAMES)
+MODEL_REQUIRED = ("arch", *SIZE_NAMES)
 
 _ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "awd-lstm": {"hidden_size": 1152, "n_layers": 3, "input_p": 0.6, "weight_p": 0.5},
@@ -63,7 +75,11 @@ class LMConfig:
     """Everything needed to rebuild a trained language model, in fastai's terms.
 
     The dropouts are the values the model was built with, ``drop_mult`` already applied;
-    ``drop_mult`` is kept for the record. ``windows`` is ``None`` for AWD-LSTM.
+    ``drop_mult`` is kept for the record. A dropout left ``None`` takes the recipe's default for
+    ``arch`` times ``drop_mult`` (as :meth:`create`). ``windows`` is ``None`` for AWD-LSTM; for
+    QRNN it is ``None`` or fastai's ``[2, 1, 1, ...]`` (:attr:`layer_windows` is never ``None``
+    for QRNN). ``zoneout`` (QRNN only, not in fastai's AWD-QRNN) is a fine-tuning option of the
+    Keras QRNN; it defaults to 0.
     """
 
     arch: str
@@ -71,11 +87,11 @@ class LMConfig:
     emb_size: int
     hidden_size: int
     n_layers: int
-    input_p: float
-    weight_p: float
-    embed_p: float
-    hidden_p: float
-    output_p: float
+    input_p: float | None = None
+    weight_p: float | None = None
+    embed_p: float | None = None
+    hidden_p: float | None = None
+    output_p: float | None = None
     drop_mult: float = 1.0
     windows: list[int] | None = None
     tie_weights: bool = True
@@ -87,23 +103,34 @@ class LMConfig:
     versions: dict[str, str] = field(default_factory=dict)
     format: str = FORMAT_NAME
     version: int = FORMAT_VERSION
+    zoneout: float = 0.0
 
     def __post_init__(self) -> None:
         _check_arch(self.arch)
-        for name in ("vocab_size", "emb_size", "hidden_size", "n_layers"):
+        for name in SIZE_NAMES:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"LM config: {name} must be a positive integer, got {value!r}")
+        defaults = arch_defaults(self.arch)
         for name in DROPOUT_NAMES:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, defaults[name] * self.drop_mult)
+        for name in (*DROPOUT_NAMES, "zoneout"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0.0 <= value < 1.0:
                 raise InputError(f"LM config: {name} must be in [0, 1), got {value!r}")
+        if self.arch != "qrnn" and self.zoneout:
+            raise InputError("LM config: zoneout is a QRNN option")
         expected_windows = qrnn_windows(self.n_layers) if self.arch == "qrnn" else None
-        if self.windows is not None and list(self.windows) != expected_windows:
-            raise InputError(
-                f"LM config: windows {self.windows} are not supported for {self.arch} with "
-                f"{self.n_layers} layers (expected {expected_windows})"
-            )
+        if self.windows is not None:
+            if list(self.windows) != expected_windows:
+                raise InputError(
+                    f"LM config: windows {list(self.windows)} are not supported for {self.arch} "
+                    f"with {self.n_layers} layers (expected {expected_windows})"
+                )
+            object.__setattr__(self, "windows", list(self.windows))
+        if not 0 <= self.pad_id < self.vocab_size:
+            raise InputError(f"LM config: pad_id {self.pad_id} outside the vocabulary")
         if self.special_ids.get("<pad>") != self.pad_id:
             raise InputError(
                 f"LM config: pad_id {self.pad_id} is not the <pad> id of {self.special_ids}"
@@ -160,6 +187,11 @@ class LMConfig:
         return [self.hidden_size] * (self.n_layers - 1) + [self.emb_size]
 
     @property
+    def layer_windows(self) -> list[int] | None:
+        """QRNN window of each layer (fastai's ``[2, 1, 1, ...]``); ``None`` for AWD-LSTM."""
+        return qrnn_windows(self.n_layers) if self.arch == "qrnn" else None
+
+    @property
     def dropouts(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in DROPOUT_NAMES}
 
@@ -168,9 +200,15 @@ class LMConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict, ``format`` and ``version`` first."""
+        """A JSON-ready dict, ``format`` and ``version`` first.
+
+        ``zoneout`` (added after version 1 files were written) is left out while it is 0, so a
+        stage-04/05 config is the same file as before it existed.
+        """
         data = dataclasses.asdict(self)
         head = {"format": data.pop("format"), "version": data.pop("version")}
+        if not data["zoneout"]:
+            del data["zoneout"]
         return {**head, **data}
 
     @classmethod
@@ -187,23 +225,58 @@ class LMConfig:
                 f"{source}: LM config version {data.get('version')!r} is not supported "
                 f"(this code reads version {FORMAT_VERSION})"
             )
-        names = {f.name for f in dataclasses.fields(cls)}
-        required = {
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        }
-        missing = sorted(required - set(data))
+        missing = sorted(set(FILE_REQUIRED) - set(data))
         if missing:
             raise InputError(f"{source}: missing keys {missing}")
         if data["arch"] not in ARCHS:
             raise InputError(
                 f"{source}: unknown architecture {data['arch']!r}; use one of {', '.join(ARCHS)}"
             )
+        names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {key: value for key, value in data.items() if key in names}
         try:
             return cls(**kwargs)
         except InputError as err:
+            raise InputError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_any(
+        cls, config: LMConfig | Mapping[str, Any] | Any, source: str | None = None
+    ) -> LMConfig:
+        """An ``LMConfig`` from itself, a config file's dict, a plain dict of model fields, or
+        any object with ``to_dict()``.
+
+        A dict with a ``format`` key is read as a file (:meth:`from_dict`). A plain dict needs
+        ``arch`` and the four sizes; what it leaves out takes the defaults, and keys that are not
+        fields are ignored.
+
+        Args:
+            source: where the config came from, to start error messages with (a file name).
+
+        Raises:
+            InputError: missing keys or invalid values (the message names them).
+            TypeError: neither a mapping nor an object with ``to_dict()``.
+        """
+        if isinstance(config, LMConfig):
+            return config
+        if not isinstance(config, Mapping):
+            to_dict = getattr(config, "to_dict", None)
+            if to_dict is None:
+                raise TypeError(
+                    f"config must be a dict or have to_dict(), got {type(config).__name__}"
+                )
+            config = to_dict()
+        if "format" in config:
+            return cls.from_dict(dict(config), source=source or "LM config")
+        try:
+            missing = [key for key in MODEL_REQUIRED if key not in config]
+            if missing:
+                raise InputError(f"LM config: missing keys {missing}")
+            names = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{key: value for key, value in config.items() if key in names})
+        except InputError as err:
+            if source is None:
+                raise
             raise InputError(f"{source}: {err}") from None
 
     def save(self, path: str | os.PathLike) -> None:

@@ -23,8 +23,12 @@ from ulmfit_core.export_layout import (
     WEIGHTS_SUFFIX,
     weights_file_name,
 )
-from ulmfit_keras.config import PAD_ID, EncoderConfig, read_config
-from ulmfit_keras.models import ULMFiTEncoder, ULMFiTLanguageModel, build_encoder
+from ulmfit_core.ids import PAD_ID
+from ulmfit_core.lm_config import LMConfig
+from ulmfit_keras.config import read_config
+from ulmfit_keras.models.builder import build_encoder
+from ulmfit_keras.models.ulmfit_encoder import ULMFiTEncoder
+from ulmfit_keras.models.ulmfit_language_model import ULMFiTLanguageModel
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +90,7 @@ def load_language_model(
         seed: base seed of the dropouts used in fine-tuning.
     """
     export_dir = Path(export_dir)
-    config: EncoderConfig = read_config(export_dir / CONFIG_FILE)
+    config: LMConfig = read_config(export_dir / CONFIG_FILE)
     weights = find_weights_file(export_dir, weights_name)
     encoder, lm = build_encoder(config, fixed_seq_len=fixed_seq_len, seed=seed)
     lm.load_weights(weights)  # raises on a missing or mis-shaped variable

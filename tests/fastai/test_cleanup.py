@@ -10,14 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pretraining_utils.cleanup import (
-    CleanupConfig,
-    build_sentence_splitter,
-    cleanup_corpus,
-    load_punkt_params,
-    space_punctuation,
-    train_punkt,
-)
+from pretraining_utils.cleanup import CleanupConfig, cleanup_corpus
+from pretraining_utils.punctuation import space_punctuation
+from pretraining_utils.punkt import build_sentence_splitter, load_punkt_params, train_punkt
 from pretraining_utils.punkt_seeds import ABBREVIATIONS, PUNKT_LANGUAGES
 from pretraining_utils.text_units import decode_utf8, normalize_text
 from tests.helpers import load_script

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from pretraining_utils.checkpoint_io import load_pth
+from lm_training.config import TrainConfig
+from lm_training.train import train_language_model
 from pretraining_utils.corpus import BinaryCorpusWriter
-from pretraining_utils.training import TrainConfig, train_language_model
 from tests.helpers import REPO_ROOT
 from ulmfit_core.ids import BOS_ID, EOS_ID
+from ulmfit_torch.checkpoint_io import load_pth
 
 SCRIPT = REPO_ROOT / "scripts" / "04_train_lm.py"
 VOCAB = 64

@@ -44,7 +44,7 @@ from benchmarks.gpu_check_report import (
     summary_line,
 )
 from benchmarks.gpu_check_train import TrainRun, train_steps
-from pretraining_utils.qrnn import forget_mult_cpu, forget_mult_reference
+from ulmfit_torch.forget_mult import forget_mult_cpu, forget_mult_reference
 
 TINY = Sizes(
     vocab_size=50,

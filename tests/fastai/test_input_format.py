@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pretraining_utils.cleanup import CleanupConfig, cleanup_corpus, train_punkt
+from pretraining_utils.cleanup import CleanupConfig, cleanup_corpus
+from pretraining_utils.punkt import train_punkt
 from pretraining_utils.text_units import (
     MAX_PARAGRAPH_BYTES,
     Chunk,

@@ -11,13 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from pretraining_utils import qrnn
-from pretraining_utils.qrnn import (
-    QRNN,
-    QRNNLayer,
-    WeightDropout,
-    awd_qrnn_layer,
-    awd_qrnn_lm_state_dict_shapes,
+from tests.helpers import REPO_ROOT
+from tests.torch_models import awd_qrnn_lm_state_dict_shapes
+from ulmfit_torch import forget_mult as dispatch
+from ulmfit_torch.forget_mult import (
     forget_mult,
     forget_mult_cpu,
     forget_mult_reference,
@@ -25,7 +22,8 @@ from pretraining_utils.qrnn import (
     forget_mult_triton,
     select_forget_mult,
 )
-from tests.helpers import REPO_ROOT
+from ulmfit_torch.qrnn import QRNN, QRNNLayer, awd_qrnn_layer
+from ulmfit_torch.weight_dropout import WeightDropout
 
 FAST_PATHS = [forget_mult_cpu, forget_mult_scan]
 needs_triton = pytest.mark.skipif(
@@ -35,7 +33,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 TRITON_CHECK = """
 import torch
-from pretraining_utils.qrnn import forget_mult_reference, forget_mult_triton
+from ulmfit_torch.forget_mult import forget_mult_reference, forget_mult_triton
 gen = torch.Generator().manual_seed(0)
 for shape, dtype, tol in [((3, 9, 5), torch.float32, 1e-5), ((2, 4, 130), torch.float16, 3e-2)]:
     z, f, g = (torch.rand(shape, generator=gen) for _ in range(3))
@@ -153,13 +151,13 @@ def test_dispatch(monkeypatch):
     assert select_forget_mult("cpu") is forget_mult_cpu
     assert select_forget_mult(torch.device("cpu")) is forget_mult_cpu
     # Without Triton, CUDA tensors go to the plain-torch scan; nothing is run to decide that.
-    monkeypatch.setattr(qrnn, "_triton_importable", lambda: False)
-    monkeypatch.setattr(qrnn, "_triton_checked", {})
+    monkeypatch.setattr(dispatch, "_triton_importable", lambda: False)
+    monkeypatch.setattr(dispatch, "_triton_checked", {})
     assert select_forget_mult(torch.device("cuda", 0)) is forget_mult_scan
     # A Triton that fails its first-use self-check is not used either.
-    monkeypatch.setattr(qrnn, "_triton_checked", {})
-    monkeypatch.setattr(qrnn, "_triton_importable", lambda: True)
-    monkeypatch.setattr(qrnn, "_triton_self_check", lambda _device: False)
+    monkeypatch.setattr(dispatch, "_triton_checked", {})
+    monkeypatch.setattr(dispatch, "_triton_importable", lambda: True)
+    monkeypatch.setattr(dispatch, "_triton_self_check", lambda _device: False)
     assert select_forget_mult(torch.device("cuda", 0)) is forget_mult_scan
 
 
@@ -488,8 +486,8 @@ def test_helper_plugs_into_fastai_28_awd_lstm():
 
 def test_module_never_imports_fastai():
     code = (
-        "import sys, pretraining_utils.qrnn\n"
+        "import sys, ulmfit_torch.qrnn, ulmfit_torch.checkpoint_io\n"
         "roots = {m.split('.')[0] for m in sys.modules}\n"
-        "assert not roots & {'fastai', 'fastcore', 'triton'}, roots"
+        "assert not roots & {'fastai', 'fastcore', 'triton', 'tensorflow', 'keras'}, roots"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)

@@ -32,26 +32,22 @@ from fastai.optimizer import Adam
 from fastai.torch_core import get_model
 from fastcore.foundation import L
 
-from pretraining_utils.awd_qrnn import AWD_QRNN, build_language_model, language_model_split
-from pretraining_utils.checkpoint_io import load_pth, plain_state, save_pth
+from lm_training.callbacks import TrainingDiverged
+from lm_training.checkpoint import CHECKPOINT_FILE
+from lm_training.config import TrainConfig, output_paths, plan_phases
+from lm_training.models import AWD_QRNN, build_language_model, language_model_split
+from lm_training.pretrained import infer_lm_config
+from lm_training.train import train_language_model
 from pretraining_utils.corpus import BinaryCorpus
 from pretraining_utils.demo_corpus import write_demo_corpus
 from pretraining_utils.encode import EncodeConfig, encode_corpus
 from pretraining_utils.lm_data import HoldOut, LMStreamBatches
-from pretraining_utils.qrnn import awd_qrnn_lm_state_dict_shapes
 from pretraining_utils.spm import SpmConfig, build_spm
-from pretraining_utils.training import (
-    CHECKPOINT_FILE,
-    TrainConfig,
-    TrainingDiverged,
-    infer_lm_config,
-    output_paths,
-    plan_phases,
-    train_language_model,
-)
-from tests.helpers import load_script
+from tests.helpers import REPO_ROOT, load_script
+from tests.torch_models import awd_qrnn_lm_state_dict_shapes
 from ulmfit_core.errors import InputError
 from ulmfit_core.lm_config import LMConfig, qrnn_windows, sidecar_path
+from ulmfit_torch.checkpoint_io import load_pth, plain_state, save_pth
 
 ARCHS = ["awd-lstm", "qrnn"]
 TINY = dict(emb_size=32, hidden_size=64, n_layers=2, batch_size=16, bptt=20, device="cpu", seed=1)
@@ -681,7 +677,7 @@ def test_resume_when_only_the_outputs_are_missing(text_corpus, tmp_path):
 
 def test_resume_without_a_checkpoint_starts_afresh(text_corpus, tmp_path, caplog):
     cfg = tiny_config(text_corpus["bin"], tmp_path, "fresh", resume=True, bptt=70)
-    with caplog.at_level("INFO", logger="pretraining_utils.training"):
+    with caplog.at_level("INFO", logger="lm_training"):
         summary = train_language_model(cfg)
     assert "starting from scratch" in caplog.text and summary.resumed_after_epoch is None
 
@@ -920,3 +916,14 @@ def test_cli_lr_find_saves_a_plot_and_trains_nothing(cli, text_corpus, tmp_path)
     png = tmp_path / "lr.lr_find.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(os.listdir(tmp_path)) == ["lr.lr_find.png"]
+
+
+def test_lm_training_never_imports_tensorflow():
+    modules = sorted(p.stem for p in (REPO_ROOT / "lm_training").glob("*.py"))
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module('lm_training.' + m)\n"
+        "roots = {m.split('.')[0] for m in sys.modules}\n"
+        "assert not roots & {'tensorflow', 'keras', 'ulmfit_keras', 'convert'}, roots"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)

@@ -27,24 +27,24 @@ sentencepiece = pytest.importorskip("sentencepiece")
 from click.testing import CliRunner  # noqa: E402
 
 import ulmfit_keras as uk  # noqa: E402
-from convert.layout import detect_layout  # noqa: E402
-from convert.mapping import (  # noqa: E402
-    FASTAI_28_AWD_LSTM,
-    FASTAI_227_AWD_LSTM,
-    FASTAI_227_AWD_QRNN,
-    weight_plan,
-)
+from convert.mapping import weight_plan  # noqa: E402
 from convert.pipeline import ConvertConfig, convert, prepare  # noqa: E402
 from convert.reference import build_reference  # noqa: E402
 from convert.testing import fastai_lm_state_dict, save_learner_file  # noqa: E402
 from convert.verify import pad_batch  # noqa: E402
-from pretraining_utils.checkpoint_io import load_pth  # noqa: E402
 from pretraining_utils.demo_corpus import write_demo_corpus  # noqa: E402
 from pretraining_utils.encode import EncodeConfig, encode_corpus  # noqa: E402
 from pretraining_utils.spm import SpmConfig, build_spm  # noqa: E402
 from tests.helpers import REPO_ROOT, SHARED_DATA, load_script  # noqa: E402
 from ulmfit_core.artifacts import sha256_file  # noqa: E402
 from ulmfit_core.lm_config import LMConfig  # noqa: E402
+from ulmfit_torch.checkpoint_io import load_pth  # noqa: E402
+from ulmfit_torch.fastai_keys import (  # noqa: E402
+    FASTAI_28_AWD_LSTM,
+    FASTAI_227_AWD_LSTM,
+    FASTAI_227_AWD_QRNN,
+)
+from ulmfit_torch.state_dict import read_lm_state  # noqa: E402
 
 VOCAB, EMB, HIDDEN, LAYERS = 300, 16, 24, 3
 FIXED = 24
@@ -78,8 +78,7 @@ def tiny_pth(directory: Path, name: str, arch: str, **kwargs) -> Path:
 
 
 def reference_of(pth: Path):
-    state = load_pth(pth)["model"]
-    return build_reference(state, detect_layout(state, str(pth)))
+    return build_reference(read_lm_state(load_pth(pth), str(pth)))
 
 
 def assert_within(report, tol: float = TOL) -> None:
@@ -134,7 +133,7 @@ def numpy_lm(state: dict, arch: str, ids: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("arch", ["awd-lstm", "qrnn"])
 def test_reference_forward_is_the_equations(arch):
     state = fastai_lm_state_dict(arch, VOCAB, EMB, HIDDEN, LAYERS, tie_weights=False, seed=3)
-    reference = build_reference(state, detect_layout(state))
+    reference = build_reference(read_lm_state(state))
     ids = np.random.default_rng(0).integers(2, VOCAB, size=(3, 9))
     logits = reference.run(ids)["logits"]
     np.testing.assert_allclose(logits, numpy_lm(state, arch, ids), atol=2e-5)
@@ -145,16 +144,16 @@ def test_reference_forward_is_the_equations(arch):
 
 def test_reference_loads_exactly_the_table_keys():
     state = fastai_lm_state_dict("qrnn", VOCAB, EMB, HIDDEN, LAYERS, dropped_copies=True)
-    layout = detect_layout(state)
-    plan = weight_plan(layout.name, layout.n_layers, layout.tie_weights, layout.out_bias)
-    reference = build_reference(state, layout, plan)
+    read = read_lm_state(state)
+    plan = weight_plan(read.layout.name, read.config)
+    reference = build_reference(read)
     assert sorted(reference.state_dict()) == sorted(plan.source_keys)
     ignored = {item.key for item in plan.ignored}
     assert set(state) == set(plan.source_keys) | ignored
 
 
 # ---------------------------------------------------------------------------------------------
-# The mapping table and layout detection
+# The mapping table and the state-dict reader (layout detection, config from the weights)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -169,16 +168,18 @@ def test_reference_loads_exactly_the_table_keys():
 @pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
 def test_table_covers_every_key_and_variable(arch, kwargs, layout, tie):
     state = fastai_lm_state_dict(arch, VOCAB, EMB, HIDDEN, LAYERS, tie_weights=tie, **kwargs)
-    found = detect_layout(state)
-    assert (found.name, found.arch, found.tie_weights) == (layout, arch, tie)
+    read = read_lm_state(state)
+    found = read.config
+    assert (read.layout.name, found.arch, found.tie_weights) == (layout, arch, tie)
     assert (found.vocab_size, found.emb_size, found.hidden_size, found.n_layers) == (
         VOCAB,
         EMB,
         HIDDEN,
         LAYERS,
     )
-    assert found.windows == ((2, 1, 1) if arch == "qrnn" else None)
-    plan = weight_plan(found.name, LAYERS, tie, True)
+    assert found.windows == ([2, 1, 1] if arch == "qrnn" else None)
+    assert read.layout.dropped_copies == kwargs.get("dropped_copies", False)
+    plan = weight_plan(read.layout.name, found)
     config = {"arch": arch, "vocab_size": VOCAB, "emb_size": EMB, "hidden_size": HIDDEN}
     _, lm = uk.build_encoder({**config, "n_layers": LAYERS, "tie_weights": tie})
     assert sorted(plan.targets) == sorted(uk.variable_paths(lm))
@@ -215,6 +216,7 @@ def test_parity_in_memory(spm_model, tmp_path, arch, kwargs, layout):
     pth = tiny_pth(tmp_path, "lm", arch, **kwargs)
     prepared = prepare(ConvertConfig(pth, spm_model, tmp_path / "out"))
     assert prepared.layout.name == layout
+    assert prepared.layout.container == ("state dict" if kwargs.get("bare") else "Learner.save")
     assert prepared.config.tie_weights == kwargs.get("tie_weights", True)
     assert prepared.config.out_bias == kwargs.get("out_bias", True)
     report = prepared.reports["keras"]
@@ -513,9 +515,10 @@ FASTAI_SCRIPT = textwrap.dedent(
     import numpy as np
     import torch
     from fastai.learner import load_model
-    from pretraining_utils.awd_qrnn import build_language_model
+    from lm_training.models import build_language_model
     from ulmfit_core.lm_config import LMConfig
-    from pretraining_utils.training import TrainConfig, train_language_model
+    from lm_training.config import TrainConfig
+    from lm_training.train import train_language_model
 
     corpus, out, ids_file = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     ids = torch.from_numpy(np.load(ids_file).astype("int64"))

@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 
 from click.testing import CliRunner  # noqa: E402
 
-from convert import evaluate  # noqa: E402
 from convert.pipeline import ConvertConfig, convert  # noqa: E402
 from convert.testing import fastai_lm_state_dict, save_learner_file  # noqa: E402
+from evaluation import perplexity  # noqa: E402
 from pretraining_utils.demo_corpus import write_demo_corpus  # noqa: E402
 from pretraining_utils.encode import EncodeConfig, encode_corpus  # noqa: E402
 from pretraining_utils.spm import SpmConfig, build_spm  # noqa: E402
@@ -79,13 +79,13 @@ def test_perplexities_agree(setup, tf_model, corpus):
 
 
 def test_disagreement_is_an_error(setup, monkeypatch):
-    real = evaluate._tf_scorer
+    real = perplexity._tf_scorer
 
     def one_percent_higher(cfg):
         score = real(cfg)
         return lambda x, y: score(x, y) + y.size * 0.01  # perplexity 1% higher
 
-    monkeypatch.setattr(evaluate, "_tf_scorer", one_percent_higher)
+    monkeypatch.setattr(perplexity, "_tf_scorer", one_percent_higher)
     result = run_evaluate(
         "--export-dir", str(setup["export"]), "--corpus-path", str(setup["bin"]), "--bptt", "12"
     )

@@ -16,13 +16,10 @@ from click.testing import CliRunner  # noqa: E402
 import ulmfit_keras as uk  # noqa: E402
 from tests.tf.test_task_clis import CLASSIFIER_FLAGS, LABELS, SENT, load_script  # noqa: E402
 from tests.tf.tiny import ChangedGroups  # noqa: E402
-from ulmfit_keras.tasks import (  # noqa: E402
-    ClassifierConfig,
-    TextClassifierPredictor,
-    TrainingConfig,
-    load_backbone,
-    train_classifier,
-)
+from ulmfit_tasks.backbone import load_backbone  # noqa: E402
+from ulmfit_tasks.classifier import train_classifier  # noqa: E402
+from ulmfit_tasks.config import ClassifierConfig, TrainingConfig  # noqa: E402
+from ulmfit_tasks.predictors import TextClassifierPredictor  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -15,9 +15,9 @@ from click.testing import CliRunner  # noqa: E402
 
 from benchmarks import gpu_check_keras as gk  # noqa: E402
 from benchmarks.gpu_check_report import FAIL, PASS, SKIP, Tolerance, rows_from_json  # noqa: E402
-from convert.layout import detect_layout  # noqa: E402
 from convert.reference import build_reference  # noqa: E402
 from convert.testing import fastai_lm_state_dict  # noqa: E402
+from ulmfit_torch.state_dict import read_lm_state  # noqa: E402
 
 TINY = gk.Sizes(vocab_size=50, emb_size=8, hidden_size=12, n_layers=2, batch_size=3, seq_len=7)
 ON_CPU = ("/CPU:0", "auto")  # stands in for the cuDNN run: Keras falls back to its loop
@@ -49,7 +49,7 @@ def test_converted_encoder_computes_the_fastai_model():
         "awd-lstm", TINY.vocab_size, TINY.emb_size, TINY.hidden_size, TINY.n_layers,
         init_range=None, seed=0,
     )  # fmt: skip
-    reference = build_reference(state, detect_layout(state))
+    reference = build_reference(read_lm_state(state))
     ids = np.random.default_rng(1).integers(4, TINY.vocab_size, (2, 9)).astype(np.int32)
     want = reference.run(ids)[f"lstm_{TINY.n_layers - 1}"]
     got = encoder(tf.constant(ids), training=False).numpy()

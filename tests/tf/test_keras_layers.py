@@ -1,6 +1,6 @@
 """The layers of ``ulmfit_keras`` one by one: math against PyTorch, masks, dropouts, configs.
 
-References are ``pretraining_utils.qrnn`` (torch-only, fastai 2.2.7's QRNN) and ``torch.nn``.
+References are ``ulmfit_torch.qrnn`` (torch-only, fastai 2.2.7's QRNN) and ``torch.nn``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ sentencepiece = pytest.importorskip("sentencepiece")
 from torch import nn  # noqa: E402
 
 import ulmfit_keras as uk  # noqa: E402
-from pretraining_utils import qrnn as torch_qrnn  # noqa: E402
 from pretraining_utils.demo_corpus import write_demo_corpus  # noqa: E402
 from pretraining_utils.spm import SpmConfig, build_spm  # noqa: E402
 from tests.helpers import SHARED_DATA  # noqa: E402
+from ulmfit_torch import qrnn as torch_qrnn  # noqa: E402
+from ulmfit_torch.forget_mult import forget_mult_reference  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -223,24 +224,34 @@ def test_weight_drop_lstm_rejects_keras_dropouts():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("impl", ["scan", "associative"])
+@pytest.mark.parametrize("impl", ["sequential", "log_depth", "scan", "associative"])
 def test_forget_mult_matches_reference(impl):
+    """Both algorithms, under their names and the former ones (``scan``, ``associative``)."""
     z = np.tanh(normal((3, 23, 7), seed=1))
     f = 1 / (1 + np.exp(-normal((3, 23, 7), seed=2)))
-    want = torch_qrnn.forget_mult_reference(torch.from_numpy(z), torch.from_numpy(f)).numpy()
+    want = forget_mult_reference(torch.from_numpy(z), torch.from_numpy(f)).numpy()
     got = np.asarray(uk.forget_mult(tf.constant(z), tf.constant(f), impl))
     assert np.abs(got - want).max() <= 1e-6
 
 
-def test_forget_mult_scan_with_unknown_lengths():
+def test_forget_mult_sequential_with_unknown_lengths():
     fn = tf.function(
-        lambda z, f: uk.forget_mult(z, f, "scan"),
+        lambda z, f: uk.forget_mult(z, f, "sequential"),
         input_signature=[tf.TensorSpec([None, None, 7])] * 2,
     )
     for length in (1, 5, 12):
         z, f = normal((2, length, 7), seed=length), np.full((2, length, 7), 0.5, "float32")
-        want = torch_qrnn.forget_mult_reference(torch.from_numpy(z), torch.from_numpy(f))
+        want = forget_mult_reference(torch.from_numpy(z), torch.from_numpy(f))
         np.testing.assert_allclose(fn(z, f).numpy(), want.numpy(), atol=1e-6)
+
+
+def test_forget_mult_names():
+    """Former names are read as the algorithms they ran (saved configs hold them)."""
+    assert uk.FORGET_MULT_IMPLS == ("sequential", "log_depth")
+    assert uk.QRNNLayer(4, forget_mult_impl="scan").forget_mult_impl == "sequential"
+    assert uk.QRNNLayer(4, forget_mult_impl="associative").forget_mult_impl == "log_depth"
+    with pytest.raises(ValueError, match="unknown forget-mult implementation 'cumsum'"):
+        uk.QRNNLayer(4, forget_mult_impl="cumsum")
 
 
 def qrnn_pair(window: int, n_in: int = EMB, n_out: int = HIDDEN, **kwargs):
@@ -256,7 +267,7 @@ def qrnn_pair(window: int, n_in: int = EMB, n_out: int = HIDDEN, **kwargs):
     return torch_layer.eval(), layer
 
 
-@pytest.mark.parametrize("impl", ["scan", "associative"])
+@pytest.mark.parametrize("impl", ["sequential", "log_depth"])
 @pytest.mark.parametrize("window", [1, 2])
 def test_qrnn_layer_matches_torch(window, impl):
     torch_layer, layer = qrnn_pair(window, forget_mult_impl=impl)
@@ -357,48 +368,6 @@ def test_tied_head_checks_the_hidden_size():
     embedding = uk.MaskedEmbedding(VOCAB, EMB)
     with pytest.raises(ValueError, match="hidden size"):
         uk.TiedLMHead(embedding)(normal((1, 2, EMB + 1)))
-
-
-# ---------------------------------------------------------------------------------------------
-# get_config round trips
-# ---------------------------------------------------------------------------------------------
-
-LAYER_FACTORIES = {
-    "MaskedEmbedding": lambda: uk.MaskedEmbedding(VOCAB, EMB, embed_p=0.1, seed=4, name="emb"),
-    "RNNDropout": lambda: uk.RNNDropout(0.3, seed=2, name="hidden_dropout_0"),
-    "WeightDropLSTM": lambda: uk.WeightDropLSTM(HIDDEN, weight_p=0.2, name="lstm_1"),
-    "QRNNLayer": lambda: uk.QRNNLayer(
-        HIDDEN, window=2, zoneout=0.1, weight_p=0.2, forget_mult_impl="associative", name="q"
-    ),
-    "LMHead": lambda: uk.LMHead(VOCAB, output_p=0.2, use_bias=False, name="lm_head"),
-    "TiedLMHead": lambda: uk.TiedLMHead(
-        uk.MaskedEmbedding(VOCAB, EMB, name="encoder_embedding"), output_p=0.2, name="lm_head"
-    ),
-}
-
-
-@pytest.mark.parametrize("kind", sorted(LAYER_FACTORIES))
-def test_get_config_round_trip(kind):
-    layer = LAYER_FACTORIES[kind]()
-    config = layer.get_config()
-    json.dumps(config)  # JSON-serializable
-    clone = type(layer).from_config(config)
-    assert clone.get_config() == config
-    again = keras.layers.deserialize(json.loads(json.dumps(keras.layers.serialize(layer))))
-    assert type(again) is type(layer) and again.get_config() == config
-
-
-@pytest.mark.parametrize("kind", ["QRNNLayer", "WeightDropLSTM", "LMHead", "TiedLMHead"])
-def test_config_clone_computes_the_same(kind):
-    layer = LAYER_FACTORIES[kind]()
-    x = normal((2, 6, EMB))
-    out = np.asarray(layer(x))
-    clone = type(layer).from_config(layer.get_config())
-    clone(x)
-    own = {w.name: w for w in layer.weights}  # names are unique within these layers
-    for w in clone.weights:
-        assign(w, own[w.name].numpy())
-    np.testing.assert_array_equal(np.asarray(clone(x)), out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from ulmfit_keras.schedules import OneCycleLR, SlantedTriangularLR  # noqa: E402
+from ulmfit_keras import OneCycleLR, SlantedTriangularLR  # noqa: E402
 
 
 def stlr_formula(t: int, max_lr: float, total: int, cut_frac: float, ratio: float) -> float:

@@ -11,15 +11,17 @@ keras = pytest.importorskip("keras")
 sentencepiece = pytest.importorskip("sentencepiece")
 
 from tests.tf.tiny import tiny_encoder, train_spm  # noqa: E402
-from ulmfit_keras.tagging import (  # noqa: E402
-    IGNORE_LABEL,
+from ulmfit_keras import ULMFiTTagger  # noqa: E402
+from ulmfit_keras.losses import MaskedSparseCategoricalCrossentropy  # noqa: E402
+from ulmfit_keras.metrics import (  # noqa: E402
     MaskedSparseCategoricalAccuracy,
-    MaskedSparseCategoricalCrossentropy,
-    ULMFiTTagger,
-    align_word_labels,
-    encode_words,
     entity_f1,
     iob_entities,
+)
+from ulmfit_keras.word_alignment import (  # noqa: E402
+    IGNORE_LABEL,
+    align_word_labels,
+    encode_words,
     pad_aligned,
     word_predictions,
 )

@@ -15,24 +15,19 @@ sentencepiece = pytest.importorskip("sentencepiece")
 from click.testing import CliRunner  # noqa: E402
 
 import ulmfit_keras as uk  # noqa: E402
-from ulmfit_keras.attention_viz import top_tokens  # noqa: E402
-from ulmfit_keras.lr_finder import ExponentialSweep, find_lr  # noqa: E402
-from ulmfit_keras.tagger_task import (  # noqa: E402
-    TaggerConfig,
+from ulmfit_keras import ExponentialSweep, find_lr  # noqa: E402
+from ulmfit_keras.word_alignment import pad_aligned  # noqa: E402
+from ulmfit_tasks.classifier import train_classifier  # noqa: E402
+from ulmfit_tasks.config import ClassifierConfig, RegressorConfig, TaggerConfig  # noqa: E402
+from ulmfit_tasks.data import encode_texts  # noqa: E402
+from ulmfit_tasks.predictors import (  # noqa: E402
     TaggerPredictor,
-    align_sentences,
-    train_tagger,
-)
-from ulmfit_keras.tagging import pad_aligned  # noqa: E402
-from ulmfit_keras.task_data import encode_texts  # noqa: E402
-from ulmfit_keras.tasks import (  # noqa: E402
-    ClassifierConfig,
-    RegressorConfig,
     TextClassifierPredictor,
     TextRegressorPredictor,
-    train_classifier,
-    train_regressor,
 )
+from ulmfit_tasks.regressor import train_regressor  # noqa: E402
+from ulmfit_tasks.rendering import top_tokens  # noqa: E402
+from ulmfit_tasks.tagger import align_sentences, train_tagger  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ulmfit_core.errors import InputError
-from ulmfit_keras.task_data import (
+from ulmfit_tasks.data import (
     TextExamples,
     encode_texts,
     float_targets,

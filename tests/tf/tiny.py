@@ -13,7 +13,7 @@ import sentencepiece
 
 import ulmfit_keras as uk
 from convert.export import write_saved_model
-from ulmfit_keras.training_tricks import LayerGroup
+from ulmfit_keras import LayerGroup
 
 SENT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sent200.tsv"
 

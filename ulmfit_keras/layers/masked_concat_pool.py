@@ -1,0 +1,52 @@
+"""fastai's ``masked_concat_pool`` as a layer: ``[last valid, max, mean]`` under the pad mask."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = ["MaskedConcatPool"]
+
+
+@keras.saving.register_keras_serializable(package="ulmfit_keras")
+class MaskedConcatPool(keras.layers.Layer):
+    """``(batch, seq, d)`` + mask -> ``(batch, 3 * d)``: ``[last valid, masked max, masked mean]``.
+
+    fastai's ``masked_concat_pool`` for post-padded batches: "last" is the output at index
+    ``n_valid - 1`` of each row, max and mean run over valid positions only. Without a mask every
+    position is valid. A row with no valid position pools to zeros (not ``-inf`` / NaN). The
+    output carries no Keras mask, so layers after it (BatchNorm) see a plain tensor.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            mask = ops.ones(ops.shape(inputs)[:2], dtype="bool")
+        mask = ops.cast(mask, "bool")
+        valid = ops.cast(mask, inputs.dtype)[..., None]  # (batch, seq, 1)
+        lengths = ops.sum(ops.cast(mask, "int32"), axis=1)  # (batch,)
+        has_any = ops.cast(lengths > 0, inputs.dtype)[:, None]
+        last_index = ops.maximum(lengths - 1, 0)
+        last = ops.take_along_axis(inputs, last_index[:, None, None], axis=1)[:, 0, :]
+        neg_inf = ops.full_like(inputs, -np.inf)
+        # Rows with no valid position would give -inf: zero them through has_any.
+        max_pool = ops.max(ops.where(mask[..., None], inputs, neg_inf), axis=1)
+        max_pool = ops.where(has_any > 0, max_pool, ops.zeros_like(max_pool))
+        mean_pool = ops.sum(inputs * valid, axis=1) / ops.maximum(
+            ops.cast(lengths, inputs.dtype)[:, None], 1.0
+        )
+        return ops.concatenate([last * has_any, max_pool, mean_pool], axis=-1)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        del inputs, previous_mask  # pooling ends the sequence mask
+        return None
+
+    def compute_output_shape(self, input_shape):
+        last = None if input_shape[-1] is None else 3 * input_shape[-1]
+        return (input_shape[0], last)
