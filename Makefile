@@ -79,14 +79,26 @@ DATA_COLUMN ?= sentence
 GOLD_COLUMN ?= sentiment
 CLS_FLAGS ?= --head attention --num-epochs 3 --lr 5e-3
 
-PYTEST_ARGS ?=
+# stage 14: serve a stage-13 export (JSON API and a page); by default what export-task wrote
+EXPORT_TASK ?= $(TASK_EXPORT)
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 8080
+SERVE_FLAGS ?=
 
-.PHONY: help env env-fastai env-tf cleanup spm encode train convert demo demo-classifier test test-all bench gpu-check clean distclean
+PYTEST_ARGS ?=
+# The page test drives Debian's Chromium (tests/tf/test_serve.py); ULMFIT_SKIP_BROWSER=1 skips both.
+BROWSER_BINARIES := /usr/bin/chromium /usr/bin/chromedriver
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: help env env-fastai env-tf cleanup spm encode train convert demo demo-classifier export-task serve browser-deps test test-all bench gpu-check clean distclean
 
 help:
 	@echo "make demo       run stages 01-03 on the demo corpus (creates the environments if missing)"
-	@echo "make demo-classifier DATA=file.tsv   fine-tune a classifier on the demo export"
+	@echo "make demo-classifier DATA=file.tsv   fine-tune a classifier on the demo export, export it"
+	@echo "make export-task TASK=dir   stage 13: SavedModel, TFLite, int8 TFLite, ONNX in TASK_export"
+	@echo "make serve EXPORT_TASK=dir   serve a stage-13 export on http://$(SERVE_HOST):$(SERVE_PORT)/"
 	@echo "make test       fast test suite in both environments (make test-all: slow tests too)"
+	@echo "make browser-deps   Chromium and its driver for the page test (apt-get; make test runs it)"
 	@echo "make cleanup | spm | encode | train | convert   one stage and what it needs; variables:"
 	@echo "    RUN=$(RUN) CORPUS=$(CORPUS) CORPUS_LANG=$(CORPUS_LANG) VOCAB=$(VOCAB)"
 	@echo "    MODEL_TYPE=$(MODEL_TYPE) FORMATS='$(FORMATS)' WORKERS=$(WORKERS) CLEANUP_FLAGS='$(CLEANUP_FLAGS)'"
@@ -106,7 +118,7 @@ help:
 # install knows its top-level packages by name, so a new package is importable after that.
 # PACKAGES: the names of [tool.setuptools.packages.find] in pyproject.toml; keep them in step.
 PACKAGES := ulmfit_core pretraining_utils ulmfit_torch lm_training convert evaluation \
-    ulmfit_keras ulmfit_tasks
+    ulmfit_keras ulmfit_tasks task_export serving
 PRESENT_PACKAGES := $(wildcard $(PACKAGES))
 venv_packages = $(strip $(if $(wildcard $(1)/.packages),$(file <$(1)/.packages)))
 # FORCE when the packages in the checkout differ from those venv $(1) was installed with
@@ -191,9 +203,41 @@ demo-classifier: $(EXPORT) | $(TF_ENV)
 	$(TF_PY) scripts/10_train_classifier.py --train-tsv $(DATA) --label-map $(LABELS) \
 	    --data-column-name $(DATA_COLUMN) --gold-column-name $(GOLD_COLUMN) \
 	    --model-weights-cp $(EXPORT_DIR) --out-path $(RUN)/classifier $(CLS_FLAGS)
+	$(MAKE) export-task TASK=$(RUN)/classifier TEST_TSV=$(DATA)
+
+# Stage 13: TASK (a stage 10/11 output dir) -> TASK_EXPORT (SavedModel, TFLite, int8, ONNX)
+TASK ?= $(RUN)/classifier
+TASK_EXPORT ?= $(TASK)_export
+TEST_TSV ?=
+EXPORT_FLAGS ?=
+export-task: | $(TF_ENV)
+	$(TF_PY) scripts/13_export_task.py --task-dir $(TASK) --out-path $(TASK_EXPORT) \
+	    $(if $(TEST_TSV),--test-tsv $(TEST_TSV) --data-column-name $(DATA_COLUMN) \
+	    --gold-column-name $(GOLD_COLUMN)) $(EXPORT_FLAGS)
+
+# The JSON API and the page over EXPORT_TASK until Ctrl-C; SERVE_FLAGS e.g. '--max-batch 64 -v'.
+serve: $(TF_ENV)
+	$(TF_PY) scripts/14_serve.py --export-dir $(EXPORT_TASK) --host $(SERVE_HOST) \
+	    --port $(SERVE_PORT) $(SERVE_FLAGS)
 
 # ---- tests and benchmarks -------------------------------------------------------------------
-test: $(FASTAI_ENV) $(TF_ENV)
+# Installs Debian's chromium and chromium-driver when one is missing; silent when both are there.
+browser-deps:
+	@if [ "$${ULMFIT_SKIP_BROWSER:-}" = 1 ]; then exit 0; fi; \
+	missing=; for f in $(BROWSER_BINARIES); do [ -x "$$f" ] || missing="$$missing $$f"; done; \
+	if [ -n "$$missing" ]; then \
+	    if ! command -v apt-get >/dev/null; then \
+	        echo "error:$$missing not found and apt-get is not available: install Chromium and" \
+	             "its driver so that$$missing exist, or set ULMFIT_SKIP_BROWSER=1" >&2; exit 1; fi; \
+	    if [ -n "$(SUDO)" ] && ! command -v sudo >/dev/null; then \
+	        echo "error:$$missing not found; run as root or install sudo to apt-get them" >&2; \
+	        exit 1; fi; \
+	    echo "installing chromium and chromium-driver with apt-get (missing:$$missing)"; \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+
+test: $(FASTAI_ENV) $(TF_ENV) browser-deps
 	$(FASTAI_PY) -m pytest tests/fastai $(PYTEST_ARGS)
 	$(TF_PY) -m pytest tests/tf $(PYTEST_ARGS)
 
@@ -206,6 +250,7 @@ bench: $(FASTAI_ENV) $(TF_ENV)
 	$(FASTAI_PY) -m benchmarks.bench_loader
 	$(TF_PY) -m benchmarks.bench_keras_qrnn
 	$(TF_PY) -m benchmarks.bench_convert
+	$(TF_PY) -m benchmarks.bench_serve
 
 # Needs a CUDA machine (else it says so and exits 0); the TF-env part runs in a subprocess, and
 # the rows of both come back in one table. Exit status 1 when a parity or training check fails.

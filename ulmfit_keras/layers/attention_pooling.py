@@ -15,7 +15,9 @@ __all__ = ["MaskedSoftmax", "WeightedSum"]
 class MaskedSoftmax(keras.layers.Layer):
     """``(batch, seq, 1)`` scores + mask -> ``(batch, seq)`` weights: softmax over valid positions.
 
-    Padded positions get score ``-inf`` before the softmax, so their weight is exactly 0 and the
+    Padded positions get the dtype's lowest finite score before the softmax (not ``-inf``:
+    exporters may lower ``where`` to arithmetic, where ``0 * -inf`` is NaN), so their weight
+    underflows to exactly 0 and the
     valid weights sum to 1 (the original ulmfit_attention filled them with 0, which still gave
     padding weight). A row with no valid position gets all-zero weights, not NaN. The output
     carries no mask.
@@ -30,9 +32,13 @@ class MaskedSoftmax(keras.layers.Layer):
         if mask is None:
             return ops.softmax(scores, axis=-1)
         mask = ops.cast(mask, "bool")
-        masked = ops.where(mask, scores, ops.full_like(scores, -np.inf))
+        masked = ops.where(
+            mask,
+            scores,
+            ops.full_like(scores, np.finfo(keras.backend.standardize_dtype(scores.dtype)).min),
+        )
         weights = ops.softmax(masked, axis=-1)
-        # All -inf rows give NaN: zero them (and nothing else) with the mask.
+        # A row with no valid position is uniform here: zero it (and nothing else) with the mask.
         return ops.where(mask, weights, ops.zeros_like(weights))
 
     def compute_mask(self, inputs, previous_mask=None):

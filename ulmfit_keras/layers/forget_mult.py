@@ -3,15 +3,16 @@
 It is the linear recurrence ``h_t = a_t*h_{t-1} + b_t`` with ``a = 1-f`` and ``b = f*z``, run as
 
 * ``"sequential"`` (default): ``keras.ops.scan`` over time, two element-wise ops per step; or
-* ``"log_depth"``: ``keras.ops.associative_scan`` with the combine
-  ``((a1, b1), (a2, b2)) -> (a1*a2, a2*b1 + b2)`` (log depth, no division, stable).
+* ``"log_depth"``: a Hillis-Steele scan of the combine ``((a1, b1), (a2, b2)) ->
+  (a1*a2, a2*b1 + b2)`` (log depth, no division, stable). Since issue 11 it is our own loop, not
+  ``keras.ops.associative_scan``, whose TensorFlow graph holds ``tf.cond`` branches that TFLite
+  cannot run on builtin ops.
 
 Measured on 2 CPU cores with TensorFlow 2.21 / Keras 3.15 for (32, 70, 1552) inside
 ``tf.function``: sequential 9 ms forward / 20 ms forward+backward, log-depth 58 / 136 ms (max
-error vs a float64 loop 1.5e-7 and 1.8e-7). The log-depth scan also needs a static sequence
-length on this Keras version (its TensorFlow implementation fails on a ``None`` time axis), so
-the default is the sequential scan; the log-depth one is kept for fixed-length models on
-accelerators.
+error vs a float64 loop 1.5e-7 and 1.8e-7; the log-depth figures are those of the former
+``associative_scan``). The log-depth scan needs a static sequence length, so the default is the
+sequential scan; the log-depth one serves fixed-length models: the stage-13 export, accelerators.
 
 The names before issue 10, ``"scan"`` (sequential) and ``"associative"`` (log depth), are still
 accepted: configs of saved ``.keras`` files hold them. The torch side's ``forget_mult_scan`` is
@@ -63,17 +64,25 @@ def forget_mult_sequential(z, f):
     return ops.transpose(hs, (1, 0, 2))
 
 
-def _combine(left, right):
-    a1, b1 = left
-    a2, b2 = right
-    return a1 * a2, a2 * b1 + b2
-
-
 def forget_mult_log_depth(z, f):
-    """The forget-mult as ``keras.ops.associative_scan`` (needs a static time axis)."""
-    h = ops.associative_scan(_combine, (1.0 - f, f * z), axis=1)[1]
-    # The TensorFlow implementation loses the static shape; later layers need the rank.
-    return ops.reshape(h, ops.shape(z))
+    """The forget-mult as a log-depth scan (needs a static time axis).
+
+    Hillis-Steele doubling over the affine maps ``h -> a*h + b``: after the step with offset
+    ``d``, position ``t`` holds the composition of the maps ``t-2d+1 .. t``. A Python loop of
+    ``ceil(log2(time))`` element-wise steps, so the graph has no control flow: it converts to
+    TFLite builtins and to ONNX as it is.
+    """
+    time = z.shape[1]
+    if time is None:
+        raise ValueError("the log-depth forget-mult needs a static sequence length")
+    a, b = 1.0 - f, f * z
+    offset = 1
+    while offset < time:
+        shift = [[0, 0], [offset, 0], [0, 0]]
+        b = b + a * ops.pad(b, shift)[:, :time]
+        a = a * ops.pad(a, shift, constant_values=1.0)[:, :time]
+        offset *= 2
+    return b
 
 
 _IMPLS = {"sequential": forget_mult_sequential, "log_depth": forget_mult_log_depth}

@@ -34,9 +34,10 @@ class MaskedConcatPool(keras.layers.Layer):
         has_any = ops.cast(lengths > 0, inputs.dtype)[:, None]
         last_index = ops.maximum(lengths - 1, 0)
         last = ops.take_along_axis(inputs, last_index[:, None, None], axis=1)[:, 0, :]
-        neg_inf = ops.full_like(inputs, -np.inf)
-        # Rows with no valid position would give -inf: zero them through has_any.
-        max_pool = ops.max(ops.where(mask[..., None], inputs, neg_inf), axis=1)
+        # The dtype's lowest finite value, not -inf: exporters (tf2onnx) may lower `where` to
+        # arithmetic, where 0 * -inf is NaN. Rows with no valid position are zeroed by has_any.
+        lowest = ops.full_like(inputs, np.finfo(keras.backend.standardize_dtype(inputs.dtype)).min)
+        max_pool = ops.max(ops.where(mask[..., None], inputs, lowest), axis=1)
         max_pool = ops.where(has_any > 0, max_pool, ops.zeros_like(max_pool))
         mean_pool = ops.sum(inputs * valid, axis=1) / ops.maximum(
             ops.cast(lengths, inputs.dtype)[:, None], 1.0

@@ -1,0 +1,77 @@
+"""Write each artifact of the export: the serving SavedModel, TFLite (float, int8) and ONNX."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+
+from task_export.graph import TaskGraph
+from task_export.layout import SERVING_SIGNATURE
+from task_export.runtimes import tflite_ops
+from ulmfit_core.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ALLOWED_CUSTOM_OPS", "write_onnx", "write_saved_model", "write_tflite"]
+
+# The tokenizer's kernel (tensorflow_text's TFLite op); everything else must be a builtin.
+ALLOWED_CUSTOM_OPS = ("TFText>FastSentencepieceTokenize",)
+ONNX_OPSET = 17
+
+
+def write_saved_model(graph: TaskGraph, path: Path) -> None:
+    module = graph.serving_module()
+    tf.saved_model.save(
+        module,
+        str(path),
+        signatures={SERVING_SIGNATURE: module.serving_default, "serving_ids": module.serving_ids},
+    )
+
+
+def write_tflite(module: tf.Module, path: Path, int8: bool, allow_flex: bool) -> list[str]:
+    """Convert the static strings-in function; returns the ops the file runs.
+
+    Raises:
+        InputError: a Select-TF (Flex) op or an unknown custom op remains and ``allow_flex`` is
+            off (nothing is written then).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        tf.saved_model.save(module, tmp, signatures={SERVING_SIGNATURE: module.serving_default})
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, [SERVING_SIGNATURE])
+        converter.allow_custom_ops = True  # the tokenizer; anything else is refused below
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if allow_flex:
+            converter.target_spec.supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+        if int8:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range int8 weights
+        flat = converter.convert()
+    tmp_path = path.with_name(path.name + ".tmp")
+    tmp_path.write_bytes(flat)
+    ops = tflite_ops(tmp_path)
+    # Builtin op names are upper case (FULLY_CONNECTED); Flex ops are FlexNAME.
+    foreign = [op for op in ops if not op.isupper() and op not in ALLOWED_CUSTOM_OPS]
+    if foreign and not allow_flex:
+        tmp_path.unlink()
+        raise InputError(
+            f"{path.name} would need ops a phone's TFLite runtime lacks: {', '.join(foreign)}; "
+            "pass --allow-flex to write it anyway"
+        )
+    tmp_path.replace(path)
+    return ops
+
+
+def write_onnx(module: tf.Module, path: Path) -> list[str]:
+    """Convert the static ids-in function with tf2onnx; returns the ONNX op types."""
+    import tf2onnx
+
+    if not logger.isEnabledFor(logging.DEBUG):  # its optimizer logs a line per pass
+        logging.getLogger("tf2onnx").setLevel(logging.WARNING)
+    function = module.serving_ids
+    proto, _ = tf2onnx.convert.from_function(
+        function, input_signature=function.input_signature, opset=ONNX_OPSET
+    )
+    path.write_bytes(proto.SerializeToString())
+    return sorted({node.op_type for node in proto.graph.node})
