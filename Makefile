@@ -205,15 +205,18 @@ demo-classifier: $(EXPORT) | $(TF_ENV)
 	    --model-weights-cp $(EXPORT_DIR) --out-path $(RUN)/classifier $(CLS_FLAGS)
 	$(MAKE) export-task TASK=$(RUN)/classifier TEST_TSV=$(DATA)
 
-# Stage 13: TASK (a stage 10/11 output dir) -> TASK_EXPORT (SavedModel, TFLite, int8, ONNX)
+# Stage 13: TASK (a stage 10/11/12 output dir) -> TASK_EXPORT (SavedModel, TFLite, int8, ONNX);
+# validation texts from TEST_TSV, or for a tagger TEST_JSONL (stage 12's format, with gold tags)
 TASK ?= $(RUN)/classifier
 TASK_EXPORT ?= $(TASK)_export
 TEST_TSV ?=
+TEST_JSONL ?=
 EXPORT_FLAGS ?=
 export-task: | $(TF_ENV)
 	$(TF_PY) scripts/13_export_task.py --task-dir $(TASK) --out-path $(TASK_EXPORT) \
 	    $(if $(TEST_TSV),--test-tsv $(TEST_TSV) --data-column-name $(DATA_COLUMN) \
-	    --gold-column-name $(GOLD_COLUMN)) $(EXPORT_FLAGS)
+	    --gold-column-name $(GOLD_COLUMN)) $(if $(TEST_JSONL),--test-jsonl $(TEST_JSONL)) \
+	    $(EXPORT_FLAGS)
 
 # The JSON API and the page over EXPORT_TASK until Ctrl-C; SERVE_FLAGS e.g. '--max-batch 64 -v'.
 serve: $(TF_ENV)

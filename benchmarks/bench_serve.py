@@ -6,11 +6,13 @@ The same task directory (stages 10/11), the same sentences, one process, one run
   deploy (``nn.LSTM`` / the torch QRNN, the head in torch, ``torch.inference_mode``);
 * ``keras``: the task's ``model.keras`` called inside ``tf.function`` (as ``predict`` runs it);
 * ``saved_model``, ``tflite``, ``tflite_int8``: the stage-13 artifacts, strings in (their
-  tokenizer is in the graph); ``onnx``: ids + mask in, at the export's fixed length.
+  tokenizer is in the graph; TFLite takes one text per call, a batch is a loop over its texts);
+  ``onnx``: ids + mask in, any length.
 
 Every row's time is end to end from raw strings: ``pytorch``, ``keras`` and ``onnx`` tokenize
 with SentencePiece in Python inside the timed call (``pytorch`` and ``keras`` pad to the
-batch's longest sentence, ``onnx`` to the export's ``seq_len``; TFLite runs at that length too).
+batch's longest sentence, as does ``onnx``, except a QRNN's ONNX, which has the export's fixed
+``seq_len``).
 Single-sentence latency is p50 / p99 over ``--single`` sentences, the candidates interleaved
 sentence by sentence so that machine noise hits them alike; throughput is sentences/s over
 ``--batches`` batches of ``--batch-size``. Every runtime gets ``--threads`` intra-op threads
@@ -132,7 +134,7 @@ def make_candidates(task_dir: Path, export_dir: Path, threads: int) -> tuple[dic
     import torch
 
     from task_export import layout
-    from task_export.runtimes import load_onnx, load_saved_model, load_tflite
+    from task_export.runtimes import load_onnx, load_saved_model, load_tflite, onnx_seq_len
     from task_export.torch_reference import TorchTaskModel
     from ulmfit_core.ids import PAD_ID
     from ulmfit_tasks.data import encode_texts
@@ -145,7 +147,6 @@ def make_candidates(task_dir: Path, export_dir: Path, threads: int) -> tuple[dic
     spm = sentencepiece.SentencePieceProcessor(model_file=str(task_dir / SPM_FILE))
     report_path = export_dir / layout.REPORT_FILE
     report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {}
-    seq_len = report.get("seq_len", task["max_seq_len"])
 
     def ids_of(texts: list[str], length: int | None = None) -> np.ndarray:
         fixed = length or task["fixed_seq_len"]
@@ -172,9 +173,11 @@ def make_candidates(task_dir: Path, export_dir: Path, threads: int) -> tuple[dic
     def strings(run):
         return lambda texts: run(text=np.asarray(texts, dtype=object))[key]
 
-    def onnx_predict(run):
+    def onnx_predict(path):
+        run, fixed = load_onnx(path, threads), onnx_seq_len(path)  # fixed: a QRNN's
+
         def call(texts):
-            ids = ids_of(texts, seq_len)
+            ids = ids_of(texts, fixed)
             return run(token_ids=ids, mask=(ids != PAD_ID).astype(np.int32))[key]
 
         return call
@@ -189,7 +192,7 @@ def make_candidates(task_dir: Path, export_dir: Path, threads: int) -> tuple[dic
         "saved_model": lambda p: strings(load_saved_model(p)),
         "tflite": lambda p: strings(load_tflite(p, threads)),
         "tflite_int8": lambda p: strings(load_tflite(p, threads)),
-        "onnx": lambda p: onnx_predict(load_onnx(p, threads)),
+        "onnx": onnx_predict,
     }
     for name, path in paths.items():
         sizes[name] = size_of(path)
@@ -342,10 +345,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print(
         f"task {args.task_dir} ({report.get('task', '?')}, head {report.get('head', '?')}), "
-        f"export {args.export_dir} (TFLite/ONNX seq_len {report.get('seq_len', '?')}); "
+        f"export {args.export_dir} (TFLite cut at {report.get('seq_len', '?')} tokens); "
         f"texts {args.texts.name}: {len(texts)}, {args.single} timed one by one, "
-        f"{args.batches} batches of {args.batch_size}; TFLite/ONNX cut texts at seq_len, so "
-        "their max|d| against Keras (cut at max_seq_len) includes that cut"
+        f"{args.batches} batches of {args.batch_size}; where TFLite's cut is shorter than "
+        "max_seq_len, its max|d| against Keras includes that cut"
     )
     rows = measure(predict, texts, args.single, args.batch_size, args.batches)
     for name, row in rows.items():

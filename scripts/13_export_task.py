@@ -1,12 +1,12 @@
 """Stage 13: export a trained task directory for serving: SavedModel, TFLite, int8 TFLite, ONNX.
 
-Reads OUT (what stages 10/11 write: model.keras, task.json, spm.model) and writes EXPORT
+Reads OUT (what stages 10/11/12 write: model.keras, task.json, spm.model) and writes EXPORT
 atomically: saved_model/ (strings in, tokenizer in the graph), model.tflite and
-model_int8.tflite (strings in, builtin ops plus tensorflow_text's SentencePiece op),
-model.onnx (ids + mask in), labels.txt, spm.model and report.json. Every artifact is run by its
-own runtime on the validation texts (--test-tsv) and a few probe texts and compared with the
-Keras model; a float artifact that differs by more than 1e-5 fails the export and nothing is
-left behind.
+model_int8.tflite (strings in, builtin ops plus tensorflow_text's SentencePiece op, and for a
+tagger its whitespace tokenizer), model.onnx (ids + mask in), labels.txt, spm.model and
+report.json. Every artifact is run by its own runtime on the validation texts (--test-tsv, or
+a tagger's --test-jsonl) and a few probe texts and compared with the Keras model; a float
+artifact that differs by more than 1e-5 fails the export and nothing is left behind.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ with quiet_tensorflow(sys.argv[1:]):
 
 from task_export.layout import FORMATS
 from task_export.pipeline import example_predictions, export_task, summary_line
+from task_export.tagger_parity import read_tagged_texts
 from ulmfit_core.cli import run_stage, verbose_option
+from ulmfit_core.errors import InputError
 from ulmfit_tasks.data import read_tsv
 
 logger = logging.getLogger("13_export_task")
@@ -36,7 +38,7 @@ logger = logging.getLogger("13_export_task")
     "--task-dir",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="A trained task directory (the --out-path of stage 10 or 11).",
+    help="A trained task directory (the --out-path of stage 10, 11 or 12).",
 )
 @click.option(
     "--out-path",
@@ -54,7 +56,8 @@ logger = logging.getLogger("13_export_task")
     "--tflite-seq-len",
     type=int,
     default=None,
-    help="Fixed sequence length of the TFLite and ONNX graphs (default: the task's max_seq_len).",
+    help="The most tokens the TFLite models read of a text, a longer one is cut (default: "
+    "the task's max_seq_len). TFLite takes one text per call.",
 )
 @click.option(
     "--allow-flex",
@@ -73,6 +76,14 @@ logger = logging.getLogger("13_export_task")
     default=None,
     help="Gold column of --test-tsv: accuracy (or MAE) is then reported per artifact.",
 )
+@click.option(
+    "--test-jsonl",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A tagger's validation sentences with gold tags, as stage 12 reads them (CoNLL "
+    "as JSONL: one [[word, tag_id], ...] list per line): word accuracy and entity F1 are then "
+    "reported per artifact.",
+)
 @verbose_option
 def main(
     task_dir: Path,
@@ -83,11 +94,16 @@ def main(
     test_tsv: Path | None,
     data_column_name: str,
     gold_column_name: str | None,
+    test_jsonl: Path | None,
     verbose: bool,
 ) -> None:
     def work() -> None:
         texts = golds = None
-        if test_tsv is not None:
+        if test_jsonl is not None and test_tsv is not None:
+            raise InputError("--test-jsonl and --test-tsv: give one set of validation texts")
+        if test_jsonl is not None:
+            texts, golds = read_tagged_texts(task_dir, test_jsonl)
+        elif test_tsv is not None:
             examples = read_tsv(test_tsv, data_column_name, gold_column_name or data_column_name)
             texts = list(examples.texts)
             golds = list(examples.golds) if gold_column_name else None

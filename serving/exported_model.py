@@ -29,6 +29,7 @@ from task_export.layout import (
     TASKS,
     TEXT_INPUT,
 )
+from task_export.tagging import split_words
 from ulmfit_core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -195,7 +196,8 @@ class ExportedModel:
         * classifier: ``{"label", "probabilities": {label: p}, "tokens"}``, plus
           ``"token_weights"`` (one per token) when the model returns them (attention head);
         * regressor: ``{"score", "tokens"}``;
-        * tagger: ``{"words": text.split(), "tags": one per word, "tokens", "subword_tags"}``.
+        * tagger: ``{"words", "tags": one per word, "tokens", "subword_tags"}``, the words split
+          as the exported graph splits them (:func:`task_export.tagging.split_words`).
         """
         if not texts:
             return []
@@ -245,7 +247,7 @@ class ExportedModel:
     def _tagger_rows(self, texts: list[str], out: dict[str, np.ndarray]) -> list[dict]:
         rows = []
         for i, text in enumerate(texts):
-            words = text.split()
+            words = split_words(text)
             tokens = _strings(out["tokens"][i])
             subword_tags = _strings(out["subword_tags"][i])
             rows.append(

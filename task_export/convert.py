@@ -1,4 +1,5 @@
-"""Write each artifact of the export: the serving SavedModel, TFLite (float, int8) and ONNX."""
+"""Write the serving SavedModel and the TFLite files (float, int8); ONNX is
+:mod:`task_export.onnx_export`'s."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from ulmfit_core.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ALLOWED_CUSTOM_OPS", "write_onnx", "write_saved_model", "write_tflite"]
+__all__ = ["ALLOWED_CUSTOM_OPS", "write_saved_model", "write_tflite"]
 
-# The tokenizer's kernel (tensorflow_text's TFLite op); everything else must be a builtin.
-ALLOWED_CUSTOM_OPS = ("TFText>FastSentencepieceTokenize",)
-ONNX_OPSET = 17
+# The tokenizers' kernels (tensorflow_text's TFLite ops: SentencePiece, and the word splitter of
+# a tagger); everything else must be a builtin.
+ALLOWED_CUSTOM_OPS = ("TFText>FastSentencepieceTokenize", "TFText>WhitespaceTokenizeWithOffsetsV2")
 
 
 def write_saved_model(graph: TaskGraph, path: Path) -> None:
@@ -32,7 +33,8 @@ def write_saved_model(graph: TaskGraph, path: Path) -> None:
 
 
 def write_tflite(module: tf.Module, path: Path, int8: bool, allow_flex: bool) -> list[str]:
-    """Convert the static strings-in function; returns the ops the file runs.
+    """Convert the module's strings-in function (:meth:`TaskGraph.tflite_module`); returns the
+    ops the file runs.
 
     Raises:
         InputError: a Select-TF (Flex) op or an unknown custom op remains and ``allow_flex`` is
@@ -61,17 +63,3 @@ def write_tflite(module: tf.Module, path: Path, int8: bool, allow_flex: bool) ->
         )
     tmp_path.replace(path)
     return ops
-
-
-def write_onnx(module: tf.Module, path: Path) -> list[str]:
-    """Convert the static ids-in function with tf2onnx; returns the ONNX op types."""
-    import tf2onnx
-
-    if not logger.isEnabledFor(logging.DEBUG):  # its optimizer logs a line per pass
-        logging.getLogger("tf2onnx").setLevel(logging.WARNING)
-    function = module.serving_ids
-    proto, _ = tf2onnx.convert.from_function(
-        function, input_signature=function.input_signature, opset=ONNX_OPSET
-    )
-    path.write_bytes(proto.SerializeToString())
-    return sorted({node.op_type for node in proto.graph.node})

@@ -4,11 +4,14 @@
 
     EXPORT/saved_model/          tf.saved_model, signatures below (load it with
                                  ``import tensorflow_text`` first: the tokenizer is its op)
-    EXPORT/model.tflite          float32, strings in, signature ``serving_default`` (the
-                                 tokenizer is tensorflow_text's TFLite custom op)
+    EXPORT/model.tflite          float32, one string per call, signature ``serving_default`` (the
+                                 tokenizer is tensorflow_text's TFLite custom op; a
+                                 tagger's word splitter another one)
     EXPORT/model_int8.tflite     the same with dynamic-range int8 weights
-    EXPORT/model.onnx            ids + mask in (``token_ids``, ``mask``), same outputs but the
-                                 string ones
+    EXPORT/model.onnx            ids + mask in (``token_ids``, ``mask``, any batch and length,
+                                 post-padded), same outputs but the string ones
+    EXPORT/model_text.onnx       strings in, all outputs: model.onnx behind onnxruntime-
+                                 extensions' SentencePiece op (not for taggers)
     EXPORT/labels.txt            class names (classifier) or tag names (tagger), one per line
     EXPORT/spm.model             the SentencePiece model
     EXPORT/report.json           what was exported: task, ops, sizes, parity figures
@@ -21,8 +24,10 @@ task            outputs of ``serving_default`` (input ``text``: strings ``(batch
 classifier      ``probabilities`` (batch, classes) float32, ``label`` (batch,) string;
                 attention head also ``token_weights`` (batch, T) float32
 regressor       ``score`` (batch,) float32, in label units (normalization undone)
-tagger          ``tags`` (batch, W) string, one per whitespace-separated word (W: the
-                longest sentence of the batch, in words); ``subword_tags`` (batch, T)
+tagger          ``tags`` (batch, W) string, one per word split at ASCII whitespace
+                (``task_export.tagging.split_words``; W: the batch's most words, at
+                least 1); ``subword_tags`` (batch, T) string, ``subword_tag_ids``
+                (batch, T) int32, ``probabilities`` (batch, T, tags) float32
 ==============  ====================================================================
 
 Every task also returns ``tokens`` (batch, T) string: the subword pieces the model saw,
@@ -38,6 +43,7 @@ SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILE = "model.tflite"
 TFLITE_INT8_FILE = "model_int8.tflite"
 ONNX_FILE = "model.onnx"
+ONNX_TEXT_FILE = "model_text.onnx"
 LABELS_FILE = "labels.txt"
 SPM_FILE = "spm.model"
 REPORT_FILE = "report.json"
@@ -49,4 +55,4 @@ IDS_INPUT = "token_ids"
 MASK_INPUT = "mask"
 
 TASKS = ("classifier", "regressor", "tagger")
-FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx")
+FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx", "onnx_text")

@@ -9,13 +9,16 @@ labels and the same subword pieces; int8 must agree on :data:`INT8_AGREEMENT` of
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sentencepiece
 
 from task_export.graph import TaskGraph
-from task_export.runtimes import load_onnx, load_saved_model, load_tflite
+from task_export.isolated import run_onnx_text
+from task_export.layout import ONNX_FILE
+from task_export.runtimes import load_onnx, load_saved_model, load_tflite, onnx_seq_len
 from ulmfit_core.errors import InputError
 from ulmfit_core.ids import PAD_ID
 from ulmfit_tasks.data import encode_texts
@@ -55,14 +58,14 @@ def keras_reference(graph: TaskGraph, texts: list[str], length: int) -> dict[str
     return {"ids": ids, "probabilities": out}
 
 
-def run_artifact(fmt: str, path, texts: list[str], ids: np.ndarray, seq_len: int) -> dict:
+def run_artifact(fmt: str, path, texts: list[str], ids: np.ndarray) -> dict:
     """The artifact's numeric (and, strings-in, string) outputs on ``texts``."""
     if fmt == "saved_model":
         return load_saved_model(path)(text=np.asarray(texts, dtype=object))
     if fmt == "onnx":
-        padded = np.full((len(ids), seq_len), PAD_ID, dtype=np.int32)
-        padded[:, : ids.shape[1]] = ids[:, :seq_len]
-        return load_onnx(path)(token_ids=padded, mask=(padded != PAD_ID).astype(np.int32))
+        return load_onnx(path)(token_ids=ids, mask=(ids != PAD_ID).astype(np.int32))
+    if fmt == "onnx_text":
+        return run_onnx_text(path, texts)
     return load_tflite(path)(text=np.asarray(texts, dtype=object))
 
 
@@ -80,9 +83,13 @@ def check_artifact(
         ParityError: a float artifact off by more than the tolerance, other labels or pieces,
             or int8 labels agreeing on fewer than ``INT8_AGREEMENT`` of the texts.
     """
-    length = graph.max_len if fmt == "saved_model" else min(graph.max_len, seq_len)
+    if fmt.startswith("tflite"):
+        length = min(graph.max_len, seq_len)
+    else:  # a QRNN's ONNX has a fixed length (task_export.onnx_export)
+        fixed = onnx_seq_len(Path(path).with_name(ONNX_FILE)) if fmt.startswith("onnx") else None
+        length = min(graph.max_len, fixed or graph.max_len)
     reference = keras_reference(graph, texts, length)
-    out = run_artifact(fmt, path, texts, reference["ids"], seq_len)
+    out = run_artifact(fmt, path, texts, reference["ids"])
     key = "score" if graph.kind == "regressor" else "probabilities"
     diff = float(np.max(np.abs(out[key] - reference[key])))
     figures: dict[str, Any] = {"texts": len(texts), "max_abs_diff": diff}

@@ -3,7 +3,8 @@
 :func:`export_task` writes into a temporary sibling of ``out_path`` and renames it into place
 only when every float artifact matched the Keras model (max |diff| <= ``FLOAT_TOLERANCE`` on
 probabilities or scores, identical labels) and int8 agreed on >= ``INT8_AGREEMENT`` of the
-labels: a failed export leaves nothing behind. Layout: :mod:`task_export.layout`.
+labels: a failed export leaves nothing behind (a tagger's checks, word by word:
+:mod:`task_export.tagger_parity`). Layout: :mod:`task_export.layout`.
 """
 
 from __future__ import annotations
@@ -17,19 +18,24 @@ from typing import Any
 
 import numpy as np
 
-from task_export.convert import write_onnx, write_saved_model, write_tflite
+from task_export.convert import write_saved_model, write_tflite
 from task_export.graph import TaskGraph
 from task_export.layout import (
     FORMATS,
     LABELS_FILE,
     ONNX_FILE,
+    ONNX_TEXT_FILE,
     REPORT_FILE,
     SAVED_MODEL_DIR,
     SPM_FILE,
     TFLITE_FILE,
     TFLITE_INT8_FILE,
 )
+from task_export.onnx_export import write_onnx
+from task_export.onnx_text import write_onnx_text
 from task_export.parity import check_artifact, probe_texts
+from task_export.tagger_parity import check_tagger_artifact
+from task_export.tagging import split_words
 from ulmfit_core.artifacts import library_versions, write_json
 from ulmfit_core.errors import InputError
 
@@ -42,6 +48,7 @@ ARTIFACT_FILES = {
     "tflite": TFLITE_FILE,
     "tflite_int8": TFLITE_INT8_FILE,
     "onnx": ONNX_FILE,
+    "onnx_text": ONNX_TEXT_FILE,
 }
 
 
@@ -59,22 +66,24 @@ def export_task(
     tflite_seq_len: int | None = None,
     allow_flex: bool = False,
     texts: list[str] | None = None,
-    golds: list[str] | None = None,
+    golds: list[str] | list[list[str]] | None = None,
 ) -> ExportResult:
     """Export ``task_dir`` to ``out_path`` (replaced if it exists); see the module docstring.
 
     Args:
         formats: a subset of :data:`~task_export.layout.FORMATS`.
-        tflite_seq_len: the fixed sequence length of TFLite and ONNX (default: the task's).
+        tflite_seq_len: the most tokens TFLite reads of a text (default: the task's max_seq_len).
         allow_flex: write TFLite files that need Select-TF ops instead of failing.
-        texts, golds: validation texts (and their gold labels or values) for the parity checks
-            and the accuracy report; a few fixed probe texts are always added.
+        texts, golds: validation texts (and their gold labels or values; a tagger's: one tag
+            name per word) for the parity checks and the accuracy report; a few fixed probe
+            texts are always added.
     """
     start = time.perf_counter()
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise InputError(f"--formats: unknown {', '.join(unknown) or 'none given'}; use {FORMATS}")
     graph = TaskGraph.load(task_dir)
+    formats = _formats_for(graph, formats)
     seq_len = tflite_seq_len or graph.max_len
     if seq_len < 3:
         raise InputError(f"--tflite-seq-len must be at least 3 (BOS, a token, EOS), got {seq_len}")
@@ -95,9 +104,23 @@ def export_task(
     return ExportResult(out_path, report, time.perf_counter() - start)
 
 
+def _formats_for(graph: TaskGraph, formats: tuple[str, ...]) -> tuple[str, ...]:
+    """``formats`` in writing order (``onnx_text`` is built from ``model.onnx``)."""
+    if graph.kind == "tagger" and "onnx_text" in formats:
+        if formats != FORMATS:
+            raise InputError(
+                "--formats onnx_text: a tagger's ONNX takes ids (its words are split before "
+                "SentencePiece); drop onnx_text"
+            )
+        formats = tuple(fmt for fmt in formats if fmt != "onnx_text")
+    if "onnx_text" in formats and "onnx" not in formats:
+        raise InputError("--formats onnx_text is built from model.onnx: add onnx to --formats")
+    return tuple(fmt for fmt in FORMATS if fmt in formats)
+
+
 def _write_all(graph, tmp, formats, seq_len, allow_flex, texts, golds) -> dict:
     shutil.copyfile(graph.task_dir / SPM_FILE, tmp / SPM_FILE)
-    labels = graph.task.get("labels", [])
+    labels = graph.labels
     (tmp / LABELS_FILE).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
     report: dict[str, Any] = {
         "task": graph.kind,
@@ -111,21 +134,23 @@ def _write_all(graph, tmp, formats, seq_len, allow_flex, texts, golds) -> dict:
         "artifacts": {},
         "versions": library_versions(),
     }
-    static = None
+    tflite_module = None
     for fmt in formats:
         path = tmp / ARTIFACT_FILES[fmt]
         entry: dict[str, Any] = {"file": ARTIFACT_FILES[fmt]}
         logger.info("writing %s", path.name)
         if fmt == "saved_model":
             write_saved_model(graph, path)
+        elif fmt == "onnx":  # any length: the recurrence runs only as far as the batch is long
+            entry |= write_onnx(graph, path, seq_len)
+        elif fmt == "onnx_text":
+            entry |= write_onnx_text(graph, tmp / ONNX_FILE, path)
         else:
-            static = static or graph.static_functions(seq_len)
-            if fmt == "onnx":
-                entry["ops"] = write_onnx(static, path)
-            else:
-                entry["ops"] = write_tflite(static, path, fmt == "tflite_int8", allow_flex)
+            tflite_module = tflite_module or graph.tflite_module(seq_len)
+            entry["ops"] = write_tflite(tflite_module, path, fmt == "tflite_int8", allow_flex)
         entry["bytes"] = _size(path)
-        entry["parity"] = check_artifact(graph, fmt, path, texts, golds, seq_len)
+        check = check_tagger_artifact if graph.kind == "tagger" else check_artifact
+        entry["parity"] = check(graph, fmt, path, texts, golds, seq_len)
         report["artifacts"][fmt] = entry
     return report
 
@@ -141,9 +166,10 @@ def summary_line(result: ExportResult) -> str:
     parts = []
     for fmt, entry in result.report["artifacts"].items():
         parity = entry["parity"]
+        agreement = parity.get("label_agreement", parity.get("tag_agreement"))
         figure = (
-            f"label agreement {parity['label_agreement']:.1%}"
-            if fmt == "tflite_int8"
+            f"{'tag' if 'tag_agreement' in parity else 'label'} agreement {agreement:.1%}"
+            if fmt == "tflite_int8" and agreement is not None
             else f"max |diff| {parity['max_abs_diff']:.1e}"
         )
         parts.append(f"{fmt} {entry['bytes'] / 1e6:.2f} MB ({figure})")
@@ -160,7 +186,10 @@ def example_predictions(result: ExportResult, text: str) -> list[str]:
         if fmt not in loaders:
             continue
         out = loaders[fmt](result.out_path / entry["file"])(text=np.asarray([text], dtype=object))
-        if "label" in out:
+        if "tags" in out:  # a tagger: word/TAG, as stage 12 prints them
+            tags = [t.decode() if isinstance(t, bytes) else str(t) for t in out["tags"][0]]
+            answer = " ".join(f"{w}/{t}" for w, t in zip(split_words(text), tags, strict=False))
+        elif "label" in out:
             label = out["label"][0]
             label = label.decode() if isinstance(label, bytes) else str(label)
             answer = f"{label} ({float(np.max(out['probabilities'][0])):.4f})"

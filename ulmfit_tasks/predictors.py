@@ -18,10 +18,10 @@ import sentencepiece
 
 from ulmfit_core.ids import PAD_ID
 from ulmfit_keras import LabelNormalizer
-from ulmfit_keras.word_alignment import pad_aligned, word_predictions
+from ulmfit_keras.word_alignment import word_predictions
 from ulmfit_tasks.data import encode_texts
 from ulmfit_tasks.rendering import top_tokens, write_attention_html, write_attention_png
-from ulmfit_tasks.tagger import align_sentences
+from ulmfit_tasks.tagger import encode_sentences
 from ulmfit_tasks.task_dir import SPM_FILE, load_task_model, read_task
 
 logger = logging.getLogger(__name__)
@@ -133,9 +133,9 @@ class TaggerPredictor:
 
     def predict(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
         """One tag per word of each sentence (words cut off by ``max_seq_len`` get tag 0)."""
-        dummy = [(words, [0] * len(words)) for words in sentences]
-        aligned, _ = align_sentences(self.spm, dummy, self.task["align"], self.task["max_seq_len"])
-        ids, _ = pad_aligned(aligned, self.task["fixed_seq_len"])
+        ids, aligned = encode_sentences(
+            self.spm, sentences, self.task["max_seq_len"], self.task["fixed_seq_len"]
+        )
         token_preds = self.model.predict(ids, verbose=0).argmax(-1)
         return [
             [self.tags[t] for t in word_predictions(row, seq.word_starts)]

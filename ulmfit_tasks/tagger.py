@@ -39,7 +39,7 @@ from ulmfit_tasks.fine_tuning import TaskSetup, find_task_lr, fine_tune, write_t
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TaggerResult", "align_sentences", "find_tagger_lr", "train_tagger"]
+__all__ = ["TaggerResult", "align_sentences", "encode_sentences", "find_tagger_lr", "train_tagger"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,22 @@ def align_sentences(
             max_seq_len,
         )
     return aligned, truncated
+
+
+def encode_sentences(
+    spm: sentencepiece.SentencePieceProcessor,
+    sentences: Sequence[Sequence[str]],
+    max_seq_len: int,
+    fixed_seq_len: int | None = None,
+) -> tuple[np.ndarray, list[AlignedSequence]]:
+    """The model's input for untagged sentences, and the alignment to read its predictions by
+    (``word_starts``): ``(ids (n, length) int32, aligned)``, post-padded to ``fixed_seq_len``
+    or the longest."""
+    # The scheme only decides which subwords carry a label: ids and word_starts are the same.
+    untagged = [(words, [0] * len(words)) for words in sentences]
+    aligned, _ = align_sentences(spm, untagged, "first", max_seq_len)
+    ids, _ = pad_aligned(aligned, fixed_seq_len)
+    return ids, aligned
 
 
 class _ValidationF1(keras.callbacks.Callback):

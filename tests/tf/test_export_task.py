@@ -61,19 +61,25 @@ def test_every_artifact_matches_keras_and_runs_builtin_ops(attention_export):
     assert report["task"] == "classifier" and report["head"] == "attention"
     assert report["labels"] == LABELS.read_text(encoding="utf-8").split()
     artifacts = report["artifacts"]
-    assert set(artifacts) == {"saved_model", "tflite", "tflite_int8", "onnx"}
-    for fmt in ("saved_model", "tflite", "onnx"):
+    assert set(artifacts) == {"saved_model", "tflite", "tflite_int8", "onnx", "onnx_text"}
+    for fmt in ("saved_model", "tflite", "onnx", "onnx_text"):
         figures = artifacts[fmt]["parity"]
         assert figures["max_abs_diff"] <= 1e-5, fmt
         assert figures["token_weights_max_abs_diff"] <= 1e-5, fmt
         assert figures["label_agreement"] == 1.0, fmt
         assert figures["texts"] == 40 + len(parity.probe_texts(24))
     assert artifacts["tflite"]["parity"]["tokens_identical"] is True
+    assert artifacts["onnx_text"]["parity"]["tokens_identical"] is True
+    assert "SentencepieceTokenizer" in artifacts["onnx_text"]["ops"]
+    # ONNX's own LSTM op, one kernel per layer, not a Loop of small ops per step
+    assert artifacts["onnx"]["converter"] == "torch.onnx (native LSTM op)"
+    assert "LSTM" in artifacts["onnx"]["ops"] and "Loop" not in artifacts["onnx"]["ops"]
     assert artifacts["tflite_int8"]["parity"]["label_agreement"] >= 0.99
     assert "accuracy" in artifacts["tflite_int8"]["parity"]
     for fmt in ("tflite", "tflite_int8"):
         ops = artifacts[fmt]["ops"]
-        assert [op for op in ops if not op.isupper()] == list(ALLOWED_CUSTOM_OPS)
+        # The SentencePiece op only: the word splitter is a tagger's.
+        assert [op for op in ops if not op.isupper()] == [ALLOWED_CUSTOM_OPS[0]]
         assert not any(op.startswith("Flex") for op in ops)
     for name in ("saved_model", "model.tflite", "model_int8.tflite", "model.onnx", "spm.model"):
         assert (result.out_path / name).exists(), name
@@ -108,19 +114,38 @@ def test_readme_deploy_snippets(attention_export):
     import sentencepiece
 
     spm = sentencepiece.SentencePieceProcessor(model_file=f"{export}/spm.model")
-    seq_len = json.loads(Path(f"{export}/report.json").read_text())["seq_len"]
-    ids = spm.encode("a clever film .", add_bos=True, add_eos=True)[:seq_len]
-    token_ids = np.full((1, seq_len), 1, dtype=np.int32)
-    token_ids[0, : len(ids)] = ids
+    max_seq_len = json.loads(Path(f"{export}/report.json").read_text())["max_seq_len"]
+    ids = spm.encode("a clever film .", add_bos=True, add_eos=True)[:max_seq_len]
+    token_ids = np.array([ids], dtype=np.int32)  # a batch: post-pad with 1 and mask 0 there
     session = onnxruntime.InferenceSession(f"{export}/model.onnx")
-    (probabilities, *_) = session.run(
-        ["probabilities"], {"token_ids": token_ids, "mask": (token_ids != 1).astype(np.int32)}
+    (probabilities,) = session.run(
+        ["probabilities"], {"token_ids": token_ids, "mask": np.ones_like(token_ids)}
     )
     # --- end ---
+    # The strings-in ONNX runs where TensorFlow does not (task_export.isolated): in a child.
+    onnx_text = """
+import numpy as np
+import onnxruntime
+import onnxruntime_extensions
+
+options = onnxruntime.SessionOptions()
+options.register_custom_ops_library(onnxruntime_extensions.get_library_path())
+session = onnxruntime.InferenceSession(f"{export}/model_text.onnx", options)
+(text_probabilities, text_label) = session.run(
+    ["probabilities", "label"], {"text": np.array(["a clever film ."], dtype=object)}
+)
+"""
+    report_line = "print(text_label[0], *text_probabilities[0])"
+    child = f"export = {export!r}\n{onnx_text}\n{report_line}\n"
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True)
+    text_label, *text_probabilities = done.stdout.split()
     labels = (result.out_path / "labels.txt").read_text(encoding="utf-8").split()
-    assert saved_label == tflite_label == labels[int(np.argmax(probabilities[0]))]
+    assert saved_label == tflite_label == text_label == labels[int(np.argmax(probabilities[0]))]
     np.testing.assert_allclose(out_tflite["probabilities"], out["probabilities"].numpy(), atol=1e-5)
     np.testing.assert_allclose(probabilities, out["probabilities"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        [float(p) for p in text_probabilities], out["probabilities"].numpy()[0], atol=1e-5
+    )
 
 
 def test_qrnn_classifier_exports_with_parity(qrnn_export_dir, tmp_path):
@@ -130,6 +155,7 @@ def test_qrnn_classifier_exports_with_parity(qrnn_export_dir, tmp_path):
         if fmt != "tflite_int8":
             assert entry["parity"]["max_abs_diff"] <= 1e-5, fmt
     assert "token_weights" not in result.report["outputs"]
+    assert result.report["artifacts"]["onnx"]["converter"] == "tf2onnx (fixed length 24)"
 
 
 def test_regressor_export_scores_in_label_units(export_dir, tmp_path):
@@ -211,9 +237,24 @@ def test_readme_deploy_snippets_are_the_tested_ones():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     deploy = readme.split("## Deploy", 1)[1].split("\n## ", 1)[0]
     blocks = [block.split("```", 1)[0] for block in deploy.split("```python\n")[1:]]
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     source = Path(__file__).read_text(encoding="utf-8")
     tested = {line.strip() for line in source.split("--- README: SavedModel ---")[1].splitlines()}
     for block in blocks:
         missing = [line for line in block.splitlines() if line.strip() not in tested]
         assert missing == [], missing
+
+
+def test_onnx_text_formats_are_checked_before_anything_is_written():
+    from types import SimpleNamespace
+
+    from task_export.layout import FORMATS
+    from task_export.pipeline import _formats_for
+
+    classifier, tagger = SimpleNamespace(kind="classifier"), SimpleNamespace(kind="tagger")
+    assert _formats_for(classifier, ("onnx_text", "onnx")) == ("onnx", "onnx_text")
+    assert "onnx_text" not in _formats_for(tagger, FORMATS)  # the default: left out quietly
+    with pytest.raises(InputError, match="a tagger's ONNX takes ids"):
+        _formats_for(tagger, ("onnx", "onnx_text"))
+    with pytest.raises(InputError, match="add onnx to --formats"):
+        _formats_for(classifier, ("saved_model", "onnx_text"))
