@@ -187,9 +187,12 @@ encode: $(ENCODED)
 train: $(LM_PTH)
 convert: $(EXPORT)
 
+# Stages 01-05 with the demo's small model (a plain `make convert` trains the full-size one).
+DEMO_CONVERT = $(MAKE) --no-print-directory convert RUN=$(RUN) EPOCHS=$(DEMO_EPOCHS) \
+    BATCH_SIZE=$(DEMO_BATCH_SIZE) MODEL_FLAGS="$(DEMO_MODEL_FLAGS)" TRAIN_FLAGS="$(DEMO_TRAIN_FLAGS)"
+
 demo:
-	@$(MAKE) --no-print-directory convert RUN=$(RUN) EPOCHS=$(DEMO_EPOCHS) BATCH_SIZE=$(DEMO_BATCH_SIZE) \
-	    MODEL_FLAGS="$(DEMO_MODEL_FLAGS)" TRAIN_FLAGS="$(DEMO_TRAIN_FLAGS)"
+	@$(DEMO_CONVERT)
 	@echo
 	@echo "== demo run in $(RUN): stages 01-05 done =="
 	@for f in $(CORPUS) $(SENTENCES) $(SPM_MODEL) $(ENCODED) $(LM_PTH) $(EXPORT_DIR); do \
@@ -199,7 +202,8 @@ demo:
 	    --sentence "Return the number of items in a container."
 
 # Trains the demo LM first if needed (make demo); prints validation accuracy and the heatmap path.
-demo-classifier: $(EXPORT) | $(TF_ENV)
+demo-classifier: | $(TF_ENV)
+	@[ -f $(EXPORT) ] || $(DEMO_CONVERT)
 	$(TF_PY) scripts/10_train_classifier.py --train-tsv $(DATA) --label-map $(LABELS) \
 	    --data-column-name $(DATA_COLUMN) --gold-column-name $(GOLD_COLUMN) \
 	    --model-weights-cp $(EXPORT_DIR) --out-path $(RUN)/classifier $(CLS_FLAGS)
