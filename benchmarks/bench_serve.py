@@ -7,7 +7,7 @@ The same task directory (stages 10/11), the same sentences, one process, one run
 * ``keras``: the task's ``model.keras`` called inside ``tf.function`` (as ``predict`` runs it);
 * ``saved_model``, ``tflite``, ``tflite_int8``: the stage-13 artifacts, strings in (their
   tokenizer is in the graph; TFLite takes one text per call, a batch is a loop over its texts);
-  ``onnx``: ids + mask in, any length.
+  ``onnx``, ``onnx_int8``: ids + mask in, any length.
 
 Every row's time is end to end from raw strings: ``pytorch``, ``keras`` and ``onnx`` tokenize
 with SentencePiece in Python inside the timed call (``pytorch`` and ``keras`` pad to the
@@ -47,7 +47,7 @@ DEFAULT_TASK_DIR = Path("runs/demo/classifier")  # the Makefile's demo-classifie
 DEFAULT_TEXTS = REPO_ROOT.parent / "shared" / "data" / "sst2_dev.tsv"
 LATENCY_TARGET = 2.0
 INT8_SIZE_TARGET = 0.35
-EXPORTED = ("saved_model", "tflite", "tflite_int8", "onnx")
+EXPORTED = ("saved_model", "tflite", "tflite_int8", "onnx", "onnx_int8")
 INPUTS = {
     "pytorch": "ids (spm in py)",
     "keras": "ids (spm in py)",
@@ -55,6 +55,7 @@ INPUTS = {
     "tflite": "strings",
     "tflite_int8": "strings",
     "onnx": "ids+mask (spm in py)",
+    "onnx_int8": "ids+mask (spm in py)",
 }
 
 Predict = Callable[[list[str]], np.ndarray]
@@ -187,12 +188,14 @@ def make_candidates(task_dir: Path, export_dir: Path, threads: int) -> tuple[dic
         "tflite": export_dir / layout.TFLITE_FILE,
         "tflite_int8": export_dir / layout.TFLITE_INT8_FILE,
         "onnx": export_dir / layout.ONNX_FILE,
+        "onnx_int8": export_dir / layout.ONNX_INT8_FILE,
     }
     loaders = {
         "saved_model": lambda p: strings(load_saved_model(p)),
         "tflite": lambda p: strings(load_tflite(p, threads)),
         "tflite_int8": lambda p: strings(load_tflite(p, threads)),
         "onnx": onnx_predict,
+        "onnx_int8": onnx_predict,
     }
     for name, path in paths.items():
         sizes[name] = size_of(path)

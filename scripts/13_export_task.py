@@ -1,10 +1,11 @@
-"""Stage 13: export a trained task directory for serving: SavedModel, TFLite, int8 TFLite, ONNX.
+"""Stage 13: export a trained task directory for serving: SavedModel, TFLite, ONNX (+ int8).
 
 Reads OUT (what stages 10/11/12 write: model.keras, task.json, spm.model) and writes EXPORT
 atomically: saved_model/ (strings in, tokenizer in the graph), model.tflite and
-model_int8.tflite (strings in, builtin ops plus tensorflow_text's SentencePiece op, and for a
-tagger its whitespace tokenizer), model.onnx (ids + mask in), labels.txt, spm.model and
-report.json. Every artifact is run by its own runtime on the validation texts (--test-tsv, or
+model_int8.tflite (one string per call, builtin ops plus tensorflow_text's SentencePiece op,
+and for a tagger its whitespace tokenizer), model.onnx and model_int8.onnx (ids + mask in),
+model_text.onnx (strings in, onnxruntime-extensions; not for taggers), labels.txt, spm.model
+and report.json. Every artifact is run by its own runtime on the validation texts (--test-tsv, or
 a tagger's --test-jsonl) and a few probe texts and compared with the Keras model; a float
 artifact that differs by more than 1e-5 fails the export and nothing is left behind.
 """

@@ -10,6 +10,8 @@
     EXPORT/model_int8.tflite     the same with dynamic-range int8 weights
     EXPORT/model.onnx            ids + mask in (``token_ids``, ``mask``, any batch and length,
                                  post-padded), same outputs but the string ones
+    EXPORT/model_int8.onnx       the same with dynamic-range int8 weights (onnxruntime's
+                                 quantize_dynamic: DynamicQuantizeLSTM, MatMulInteger)
     EXPORT/model_text.onnx       strings in, all outputs: model.onnx behind onnxruntime-
                                  extensions' SentencePiece op (not for taggers)
     EXPORT/labels.txt            class names (classifier) or tag names (tagger), one per line
@@ -43,6 +45,7 @@ SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILE = "model.tflite"
 TFLITE_INT8_FILE = "model_int8.tflite"
 ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model_int8.onnx"
 ONNX_TEXT_FILE = "model_text.onnx"
 LABELS_FILE = "labels.txt"
 SPM_FILE = "spm.model"
@@ -55,4 +58,5 @@ IDS_INPUT = "token_ids"
 MASK_INPUT = "mask"
 
 TASKS = ("classifier", "regressor", "tagger")
-FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx", "onnx_text")
+FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx", "onnx_int8", "onnx_text")
+INT8_FORMATS = ("tflite_int8", "onnx_int8")

@@ -27,7 +27,7 @@ from task_export.layout import IDS_INPUT, MASK_INPUT
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ONNX_OPSET", "write_onnx"]
+__all__ = ["ONNX_OPSET", "write_onnx", "write_onnx_int8"]
 
 ONNX_OPSET = 17
 
@@ -46,6 +46,18 @@ def write_onnx(graph: TaskGraph, path: Path, seq_len: int) -> dict[str, object]:
         converter = "tf2onnx" if fixed is None else f"tf2onnx (fixed length {fixed})"
     proto = onnx.load(str(path))
     return {"converter": converter, "ops": sorted({node.op_type for node in proto.graph.node})}
+
+
+def write_onnx_int8(ids_model: Path, path: Path) -> dict[str, object]:
+    """``ids_model`` with dynamic-range int8 weights (onnxruntime's ``quantize_dynamic``: the
+    ``LSTM`` op becomes ``DynamicQuantizeLSTM``, a ``MatMul`` over weights ``MatMulInteger``)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(ids_model, path, weight_type=QuantType.QInt8)
+    proto = onnx.load(str(path))
+    ops = sorted({node.op_type for node in proto.graph.node})
+    return {"converter": "onnxruntime quantize_dynamic (int8 weights)", "ops": ops}
 
 
 def _torch_reference(graph: TaskGraph):

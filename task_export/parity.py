@@ -17,7 +17,7 @@ import sentencepiece
 
 from task_export.graph import TaskGraph
 from task_export.isolated import run_onnx_text
-from task_export.layout import ONNX_FILE
+from task_export.layout import INT8_FORMATS, ONNX_FILE
 from task_export.runtimes import load_onnx, load_saved_model, load_tflite, onnx_seq_len
 from ulmfit_core.errors import InputError
 from ulmfit_core.ids import PAD_ID
@@ -62,7 +62,7 @@ def run_artifact(fmt: str, path, texts: list[str], ids: np.ndarray) -> dict:
     """The artifact's numeric (and, strings-in, string) outputs on ``texts``."""
     if fmt == "saved_model":
         return load_saved_model(path)(text=np.asarray(texts, dtype=object))
-    if fmt == "onnx":
+    if fmt in ("onnx", "onnx_int8"):
         return load_onnx(path)(token_ids=ids, mask=(ids != PAD_ID).astype(np.int32))
     if fmt == "onnx_text":
         return run_onnx_text(path, texts)
@@ -132,12 +132,12 @@ def _same_pieces(graph: TaskGraph, tokens: np.ndarray, ids: np.ndarray) -> bool:
 
 
 def _judge(fmt: str, figures: dict[str, Any]) -> None:
-    if fmt == "tflite_int8":
+    if fmt in INT8_FORMATS:
         agreement = figures.get("label_agreement")
         if agreement is not None and agreement < INT8_AGREEMENT:
             raise ParityError(
-                f"int8 TFLite agrees with the Keras model on only {agreement:.1%} of the labels "
-                f"(need {INT8_AGREEMENT:.0%}); export without tflite_int8 (--formats)"
+                f"{fmt} agrees with the Keras model on only {agreement:.1%} of the labels "
+                f"(need {INT8_AGREEMENT:.0%}); export without {fmt} (--formats)"
             )
         return
     bad = []

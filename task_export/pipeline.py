@@ -22,8 +22,10 @@ from task_export.convert import write_saved_model, write_tflite
 from task_export.graph import TaskGraph
 from task_export.layout import (
     FORMATS,
+    INT8_FORMATS,
     LABELS_FILE,
     ONNX_FILE,
+    ONNX_INT8_FILE,
     ONNX_TEXT_FILE,
     REPORT_FILE,
     SAVED_MODEL_DIR,
@@ -31,7 +33,7 @@ from task_export.layout import (
     TFLITE_FILE,
     TFLITE_INT8_FILE,
 )
-from task_export.onnx_export import write_onnx
+from task_export.onnx_export import write_onnx, write_onnx_int8
 from task_export.onnx_text import write_onnx_text
 from task_export.parity import check_artifact, probe_texts
 from task_export.tagger_parity import check_tagger_artifact
@@ -48,6 +50,7 @@ ARTIFACT_FILES = {
     "tflite": TFLITE_FILE,
     "tflite_int8": TFLITE_INT8_FILE,
     "onnx": ONNX_FILE,
+    "onnx_int8": ONNX_INT8_FILE,
     "onnx_text": ONNX_TEXT_FILE,
 }
 
@@ -113,8 +116,9 @@ def _formats_for(graph: TaskGraph, formats: tuple[str, ...]) -> tuple[str, ...]:
                 "SentencePiece); drop onnx_text"
             )
         formats = tuple(fmt for fmt in formats if fmt != "onnx_text")
-    if "onnx_text" in formats and "onnx" not in formats:
-        raise InputError("--formats onnx_text is built from model.onnx: add onnx to --formats")
+    for derived in ("onnx_int8", "onnx_text"):
+        if derived in formats and "onnx" not in formats:
+            raise InputError(f"--formats {derived} is built from model.onnx: add onnx to --formats")
     return tuple(fmt for fmt in FORMATS if fmt in formats)
 
 
@@ -143,6 +147,8 @@ def _write_all(graph, tmp, formats, seq_len, allow_flex, texts, golds) -> dict:
             write_saved_model(graph, path)
         elif fmt == "onnx":  # any length: the recurrence runs only as far as the batch is long
             entry |= write_onnx(graph, path, seq_len)
+        elif fmt == "onnx_int8":
+            entry |= write_onnx_int8(tmp / ONNX_FILE, path)
         elif fmt == "onnx_text":
             entry |= write_onnx_text(graph, tmp / ONNX_FILE, path)
         else:
@@ -169,7 +175,7 @@ def summary_line(result: ExportResult) -> str:
         agreement = parity.get("label_agreement", parity.get("tag_agreement"))
         figure = (
             f"{'tag' if 'tag_agreement' in parity else 'label'} agreement {agreement:.1%}"
-            if fmt == "tflite_int8" and agreement is not None
+            if fmt in INT8_FORMATS and agreement is not None
             else f"max |diff| {parity['max_abs_diff']:.1e}"
         )
         parts.append(f"{fmt} {entry['bytes'] / 1e6:.2f} MB ({figure})")

@@ -20,6 +20,7 @@ import sentencepiece
 
 from task_export import parity
 from task_export.graph import TaskGraph
+from task_export.layout import INT8_FORMATS
 from task_export.tagging import split_words
 from ulmfit_core.errors import InputError
 from ulmfit_core.ids import PAD_ID
@@ -170,11 +171,11 @@ def _accuracy(rows: list[list[str]], gold: list[str]) -> float:
 
 
 def _judge(fmt: str, figures: dict[str, Any]) -> None:
-    if fmt == "tflite_int8":
+    if fmt in INT8_FORMATS:
         if figures["tag_agreement"] < parity.INT8_AGREEMENT:
             raise parity.ParityError(
-                f"int8 TFLite tags only {figures['tag_agreement']:.1%} of the words as the Keras "
-                f"model does (need {parity.INT8_AGREEMENT:.0%}); export without tflite_int8 "
+                f"{fmt} tags only {figures['tag_agreement']:.1%} of the words as the Keras "
+                f"model does (need {parity.INT8_AGREEMENT:.0%}); export without {fmt} "
                 "(--formats)"
             )
         return

@@ -85,7 +85,8 @@ def test_every_tagger_artifact_matches_keras_word_by_word(tagger_export):
     assert (result.out_path / "labels.txt").read_text(encoding="utf-8").split() == tags
     assert {"tags", "subword_tags", "probabilities", "tokens"} <= set(report["outputs"])
     artifacts = report["artifacts"]
-    assert set(artifacts) == {"saved_model", "tflite", "tflite_int8", "onnx"}
+    assert set(artifacts) == {"saved_model", "tflite", "tflite_int8", "onnx", "onnx_int8"}
+    assert artifacts["onnx_int8"]["parity"]["tag_agreement"] >= 0.99
     for fmt in ("saved_model", "tflite", "onnx"):
         figures = artifacts[fmt]["parity"]
         assert figures["texts"] == 30 + len(parity.probe_texts(MAX_SEQ_LEN)), fmt

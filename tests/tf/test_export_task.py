@@ -61,7 +61,14 @@ def test_every_artifact_matches_keras_and_runs_builtin_ops(attention_export):
     assert report["task"] == "classifier" and report["head"] == "attention"
     assert report["labels"] == LABELS.read_text(encoding="utf-8").split()
     artifacts = report["artifacts"]
-    assert set(artifacts) == {"saved_model", "tflite", "tflite_int8", "onnx", "onnx_text"}
+    assert set(artifacts) == {
+        "saved_model",
+        "tflite",
+        "tflite_int8",
+        "onnx",
+        "onnx_int8",
+        "onnx_text",
+    }
     for fmt in ("saved_model", "tflite", "onnx", "onnx_text"):
         figures = artifacts[fmt]["parity"]
         assert figures["max_abs_diff"] <= 1e-5, fmt
@@ -74,7 +81,10 @@ def test_every_artifact_matches_keras_and_runs_builtin_ops(attention_export):
     # ONNX's own LSTM op, one kernel per layer, not a Loop of small ops per step
     assert artifacts["onnx"]["converter"] == "torch.onnx (native LSTM op)"
     assert "LSTM" in artifacts["onnx"]["ops"] and "Loop" not in artifacts["onnx"]["ops"]
-    assert artifacts["tflite_int8"]["parity"]["label_agreement"] >= 0.99
+    for fmt in ("tflite_int8", "onnx_int8"):
+        assert artifacts[fmt]["parity"]["label_agreement"] >= 0.99, fmt
+    assert "DynamicQuantizeLSTM" in artifacts["onnx_int8"]["ops"]
+    assert artifacts["onnx_int8"]["bytes"] < 0.6 * artifacts["onnx"]["bytes"]  # tiny: overhead
     assert "accuracy" in artifacts["tflite_int8"]["parity"]
     for fmt in ("tflite", "tflite_int8"):
         ops = artifacts[fmt]["ops"]
@@ -152,7 +162,7 @@ def test_qrnn_classifier_exports_with_parity(qrnn_export_dir, tmp_path):
     task_dir = _classifier(qrnn_export_dir, tmp_path / "task", "classic", qrnn=True)
     result = export_task(task_dir, tmp_path / "export", texts=TEXTS)
     for fmt, entry in result.report["artifacts"].items():
-        if fmt != "tflite_int8":
+        if not fmt.endswith("_int8"):
             assert entry["parity"]["max_abs_diff"] <= 1e-5, fmt
     assert "token_weights" not in result.report["outputs"]
     assert result.report["artifacts"]["onnx"]["converter"] == "tf2onnx (fixed length 24)"
@@ -256,5 +266,6 @@ def test_onnx_text_formats_are_checked_before_anything_is_written():
     assert "onnx_text" not in _formats_for(tagger, FORMATS)  # the default: left out quietly
     with pytest.raises(InputError, match="a tagger's ONNX takes ids"):
         _formats_for(tagger, ("onnx", "onnx_text"))
-    with pytest.raises(InputError, match="add onnx to --formats"):
-        _formats_for(classifier, ("saved_model", "onnx_text"))
+    for derived in ("onnx_text", "onnx_int8"):
+        with pytest.raises(InputError, match="add onnx to --formats"):
+            _formats_for(classifier, ("saved_model", derived))

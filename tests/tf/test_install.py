@@ -106,8 +106,10 @@ def test_tf_side_installs_into_a_fresh_venv_and_works_outside_the_checkout(tmp_p
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path)
     python = venv / "bin" / "python"
     site = Path(
-        _run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-             cwd=tmp_path).stdout.strip()
+        _run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            cwd=tmp_path,
+        ).stdout.strip()
     )
     assert site.is_relative_to(venv)
     (site / "tf_env_dependencies.pth").write_text(f"{deps}\n", encoding="utf-8")
@@ -115,8 +117,18 @@ def test_tf_side_installs_into_a_fresh_venv_and_works_outside_the_checkout(tmp_p
     # What `pip install '.[tf]'` does, less fetching the dependencies: build a wheel of the
     # source (setuptools from this environment) and install it.
     _run(
-        [str(python), "-m", "pip", "install", "--no-index", "--no-deps", "--no-build-isolation",
-         "--ignore-installed", "--quiet", f"{src}[{TF_EXTRA}]"],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--no-deps",
+            "--no-build-isolation",
+            "--ignore-installed",
+            "--quiet",
+            f"{src}[{TF_EXTRA}]",
+        ],
         cwd=tmp_path,
     )
     shutil.rmtree(src)  # nothing may still point at the source
