@@ -56,6 +56,8 @@ IDS_SIGNATURE = "serving_ids"
 TEXT_INPUT = "text"
 IDS_INPUT = "token_ids"
 MASK_INPUT = "mask"
+# onnxruntime-extensions' op domain (model_text.onnx's SentencePiece op)
+ONNX_CONTRIB_DOMAIN = "ai.onnx.contrib"
 
 TASKS = ("classifier", "regressor", "tagger")
 FORMATS = ("saved_model", "tflite", "tflite_int8", "onnx", "onnx_int8", "onnx_text")

@@ -20,12 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from task_export.graph import TaskGraph
-from task_export.layout import IDS_INPUT, MASK_INPUT, TEXT_INPUT
+from task_export.layout import IDS_INPUT, MASK_INPUT, ONNX_CONTRIB_DOMAIN, TEXT_INPUT
 from ulmfit_core.ids import PAD_ID
 
-__all__ = ["CONTRIB_DOMAIN", "write_onnx_text"]
-
-CONTRIB_DOMAIN = "ai.onnx.contrib"
+__all__ = ["write_onnx_text"]
 
 
 def write_onnx_text(graph: TaskGraph, ids_model: Path, path: Path) -> dict[str, object]:
@@ -66,7 +64,7 @@ def _tokenizer_graph(graph: TaskGraph, fixed: int | None, model):
             "SentencepieceTokenizer",
             [TEXT_INPUT, "nbest", "alpha", "add_bos", "add_eos", "reverse"],
             ["flat_ids", "splits"],
-            domain=CONTRIB_DOMAIN,
+            domain=ONNX_CONTRIB_DOMAIN,
             model=graph.spm_bytes,
         ),
         const("zero", 0),
@@ -111,7 +109,7 @@ def _tokenizer_graph(graph: TaskGraph, fixed: int | None, model):
         for name in (IDS_INPUT, MASK_INPUT)
     ]
     pre = helper.make_graph(nodes, "tokenizer", [text], outputs)
-    opsets = [*model.opset_import, helper.make_opsetid(CONTRIB_DOMAIN, 1)]
+    opsets = [*model.opset_import, helper.make_opsetid(ONNX_CONTRIB_DOMAIN, 1)]
     return helper.make_model(pre, opset_imports=opsets, ir_version=model.ir_version)
 
 

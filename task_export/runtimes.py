@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from task_export.layout import IDS_INPUT, MASK_INPUT
+from task_export.layout import IDS_INPUT, MASK_INPUT, ONNX_CONTRIB_DOMAIN
 from ulmfit_core.ids import PAD_ID
 
 __all__ = ["load_onnx", "load_saved_model", "load_tflite", "onnx_seq_len", "tflite_ops"]
@@ -141,7 +141,7 @@ def _uses_extensions(path: str | os.PathLike) -> bool:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return any(opset.domain == "ai.onnx.contrib" for opset in model.opset_import)
+    return any(opset.domain == ONNX_CONTRIB_DOMAIN for opset in model.opset_import)
 
 
 def onnx_seq_len(path: str | os.PathLike) -> int | None:
