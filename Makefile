@@ -78,6 +78,9 @@ LABELS ?= ../shared/data/document_classification_labels.txt
 DATA_COLUMN ?= sentence
 GOLD_COLUMN ?= sentiment
 CLS_FLAGS ?= --head attention --num-epochs 3 --lr 5e-3
+# stage 08: the same data through fastai's recipe, converted by stage 05 into a task directory
+FASTAI_CLS_DIR := $(RUN)/fastai_classifier
+FASTAI_CLS_FLAGS ?= --num-epochs 4 --lr 2e-2
 
 # stage 14: serve a stage-13 export (JSON API and a page); by default what export-task wrote
 EXPORT_TASK ?= $(TASK_EXPORT)
@@ -90,11 +93,12 @@ PYTEST_ARGS ?=
 BROWSER_BINARIES := /usr/bin/chromium /usr/bin/chromedriver
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: help env env-fastai env-tf cleanup spm encode train convert demo demo-classifier export-task serve browser-deps test test-all bench gpu-check clean distclean
+.PHONY: help env env-fastai env-tf cleanup spm encode train convert demo demo-classifier demo-fastai-classifier export-task serve browser-deps test test-all bench gpu-check clean distclean
 
 help:
 	@echo "make demo       run stages 01-03 on the demo corpus (creates the environments if missing)"
 	@echo "make demo-classifier DATA=file.tsv   fine-tune a classifier on the demo export, export it"
+	@echo "make demo-fastai-classifier DATA=file.tsv   the same in fastai (stage 08), convert, export"
 	@echo "make export-task TASK=dir   stage 13: SavedModel, TFLite, int8 TFLite, ONNX in TASK_export"
 	@echo "make serve EXPORT_TASK=dir   serve a stage-13 export on http://$(SERVE_HOST):$(SERVE_PORT)/"
 	@echo "make test       fast test suite in both environments (make test-all: slow tests too)"
@@ -209,6 +213,17 @@ demo-classifier: | $(TF_ENV)
 	    --model-weights-cp $(EXPORT_DIR) --out-path $(RUN)/classifier $(CLS_FLAGS)
 	$(MAKE) export-task TASK=$(RUN)/classifier TEST_TSV=$(DATA)
 
+# Stage 08 in fastai from the demo LM (trained first if missing), stage 05 into a task dir, stage 13.
+demo-fastai-classifier: | $(FASTAI_ENV) $(TF_ENV)
+	@[ -f $(EXPORT) ] || $(DEMO_CONVERT)
+	$(FASTAI_PY) scripts/08_train_classifier.py --train-tsv $(DATA) --label-map $(LABELS) \
+	    --data-column-name $(DATA_COLUMN) --gold-column-name $(GOLD_COLUMN) \
+	    --spm-model-file $(SPM_MODEL) --pretrained-model $(LM_PTH) --save-path $(FASTAI_CLS_DIR) \
+	    --exp-name classifier --resume $(FASTAI_CLS_FLAGS)
+	$(TF_PY) scripts/05_convert.py --pretrained-model $(FASTAI_CLS_DIR)/classifier.pth \
+	    --spm-model-file $(SPM_MODEL) --out-path $(FASTAI_CLS_DIR)/task --overwrite
+	$(MAKE) export-task TASK=$(FASTAI_CLS_DIR)/task TEST_TSV=$(DATA)
+
 # Stage 13: TASK (a stage 10/11/12 output dir) -> TASK_EXPORT (SavedModel, TFLite, int8, ONNX);
 # validation texts from TEST_TSV, or for a tagger TEST_JSONL (stage 12's format, with gold tags)
 TASK ?= $(RUN)/classifier
@@ -258,6 +273,7 @@ bench: $(FASTAI_ENV) $(TF_ENV)
 	$(TF_PY) -m benchmarks.bench_keras_qrnn
 	$(TF_PY) -m benchmarks.bench_convert
 	$(TF_PY) -m benchmarks.bench_serve
+	$(TF_PY) -m benchmarks.bench_finetune
 
 # Needs a CUDA machine (else it says so and exits 0); the TF-env part runs in a subprocess, and
 # the rows of both come back in one table. Exit status 1 when a parity or training check fails.

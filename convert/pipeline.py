@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from convert.checks import InMemoryChecks, verify_export, verify_in_memory
+from convert.classifier_convert import convert_classifier
 from convert.export import (
     write_config,
     write_fastai_copy,
@@ -44,6 +45,7 @@ from ulmfit_core.errors import InputError
 from ulmfit_core.export_layout import KERAS_WEIGHTS_DIR, weights_file_name
 from ulmfit_core.lm_config import LMConfig, sidecar_path
 from ulmfit_torch.checkpoint_io import load_pth
+from ulmfit_torch.classifier_state import is_classifier_state
 from ulmfit_torch.state_dict import CheckpointLayout, LMState, read_lm_state, read_sidecar
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,9 @@ class ConvertConfig:
         verify: run the parity checks (PyTorch vs Keras, masking, reloaded artifacts).
         tolerance: max ``|diff|`` allowed in every check.
         seed: seed of the random parity batches.
+        keep: a classifier's long-text pooling, ``"last"`` (fastai's) or ``"first"``
+            (:mod:`convert.classifier_convert`); ``None``: ``"last"``. Not for LMs.
+        max_seq_len: a classifier's ``task.json`` input bound (``None``: from its ``max_len``).
     """
 
     pretrained_model: Path
@@ -82,6 +87,23 @@ class ConvertConfig:
     verify: bool = True
     tolerance: float = DEFAULT_TOLERANCE
     seed: int = 0
+    keep: str | None = None
+    max_seq_len: int | None = None
+
+    def check_assertions(self, config: LMConfig, layout: str) -> None:
+        """Raise if ``--qrnn/--awd-lstm`` or ``--num-recurrent-layers`` contradict the file."""
+        source = self.pretrained_model
+        if self.qrnn is not None and self.qrnn != (config.arch == "qrnn"):
+            flag = "--qrnn" if self.qrnn else "--awd-lstm"
+            raise InputError(
+                f"{flag} was given, but {source} holds an {config.arch} model "
+                f"({layout} keys); drop the flag: the architecture is read from the file"
+            )
+        if self.num_recurrent_layers is not None and self.num_recurrent_layers != config.n_layers:
+            raise InputError(
+                f"--num-recurrent-layers {self.num_recurrent_layers} was given, but {source} has "
+                f"{config.n_layers} recurrent layers; drop the flag: it is read from the file"
+            )
 
     def __post_init__(self) -> None:
         if self.fixed_seq_len is not None and self.fixed_seq_len < 2:
@@ -140,6 +162,7 @@ class ConvertSummary:
     reports: dict[str, ParityReport]
     seconds: dict[str, float]
     verified: bool
+    task: dict[str, Any] | None = None  # a classifier's task.json (its output is a task dir)
 
 
 @contextlib.contextmanager
@@ -162,15 +185,21 @@ def _check_out_path(cfg: ConvertConfig) -> None:
         raise InputError(f"output directory {out} holds the inputs; choose another --out-path")
 
 
-def read_checkpoint(cfg: ConvertConfig) -> LMState:
-    """Load ``cfg.pretrained_model`` and its sidecar, read them, and check the CLI's assertions.
+def read_checkpoint(cfg: ConvertConfig, checkpoint: Mapping[str, Any] | None = None) -> LMState:
+    """Load ``cfg.pretrained_model`` (unless given loaded) and its sidecar, read them, and check
+    the CLI's assertions.
 
     Raises:
         InputError: a bad file (see :func:`ulmfit_torch.state_dict.read_lm_state`), or a flag
             that contradicts it (both are named).
     """
     source = cfg.pretrained_model
-    checkpoint = load_pth(source)
+    if checkpoint is None:
+        checkpoint = load_pth(source)
+    if cfg.keep is not None or cfg.max_seq_len is not None:
+        raise InputError(
+            f"--keep and --max-seq-len are for classifiers; {source} is a language model"
+        )
     state = read_lm_state(
         checkpoint,
         str(source),
@@ -179,22 +208,11 @@ def read_checkpoint(cfg: ConvertConfig) -> LMState:
     )
     if state.layout.extra:
         logger.info("%s: not converted (training state): %s", source, list(state.layout.extra))
-    config = state.config
-    if cfg.qrnn is not None and cfg.qrnn != (config.arch == "qrnn"):
-        flag = "--qrnn" if cfg.qrnn else "--awd-lstm"
-        raise InputError(
-            f"{flag} was given, but {source} holds an {config.arch} model "
-            f"({state.layout.name} keys); drop the flag: the architecture is read from the file"
-        )
-    if cfg.num_recurrent_layers is not None and cfg.num_recurrent_layers != config.n_layers:
-        raise InputError(
-            f"--num-recurrent-layers {cfg.num_recurrent_layers} was given, but {source} has "
-            f"{config.n_layers} recurrent layers; drop the flag: it is read from the file"
-        )
+    cfg.check_assertions(state.config, state.layout.name)
     return state
 
 
-def prepare(cfg: ConvertConfig) -> Prepared:
+def prepare(cfg: ConvertConfig, checkpoint: Mapping[str, Any] | None = None) -> Prepared:
     """Read, convert and (unless ``cfg.verify`` is off) verify, all in memory.
 
     Raises:
@@ -206,7 +224,7 @@ def prepare(cfg: ConvertConfig) -> Prepared:
     seconds: dict[str, float] = {}
     source = cfg.pretrained_model
     with _timed(seconds, "read .pth"):
-        state = read_checkpoint(cfg)
+        state = read_checkpoint(cfg, checkpoint)
     with _timed(seconds, "convert config"):
         config = state.config
         spm = check_spm_model(
@@ -272,7 +290,20 @@ def convert(cfg: ConvertConfig) -> ConvertSummary:
     """
     _check_out_path(cfg)
     start = time.perf_counter()
-    prepared = prepare(cfg)
+    checkpoint = load_pth(cfg.pretrained_model)
+    if is_classifier_state(checkpoint):
+        done = convert_classifier(cfg, checkpoint)
+        state = done["state"]
+        return ConvertSummary(
+            out_path=cfg.out_path,
+            layout=f"{state.encoder.layout.name} classifier",
+            config=state.config,
+            reports=done["reports"],
+            seconds={"total": time.perf_counter() - start},
+            verified=cfg.verify,
+            task=done["task"],
+        )
+    prepared = prepare(cfg, checkpoint)
     seconds = dict(prepared.seconds)
     reports = prepared.reports
     exp_name = cfg.pretrained_model.stem

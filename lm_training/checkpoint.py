@@ -1,9 +1,11 @@
-"""Stage 04's RNG states, end-of-epoch checkpoints, resuming, and the final ``.pth`` state.
+"""RNG states, end-of-epoch checkpoints, resuming, and the final ``.pth`` state (stages 04, 08).
 
 A checkpoint (model, optimizer, progress, every process's RNG states, smoothed loss, loss scaler,
 history, the run's settings) is written atomically after every epoch to
 ``SAVE_PATH/EXP.ckpt/last.pth``. :func:`load_checkpoint` refuses to resume a run whose settings
-changed, except those in :data:`RESUMABLE_CHANGES`. Everything is saved in plain types
+changed, except those it is told may change (stage 04's: :data:`RESUMABLE_CHANGES`).
+:func:`restore_fit_state` puts a checkpoint's RNG states, smoothed loss and loss scaler back at
+the start of the epoch it resumes. Everything is saved in plain types
 (:func:`~ulmfit_torch.checkpoint_io.plain_state`), so that ``torch.load(weights_only=True)``
 reads it.
 """
@@ -12,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,7 +25,6 @@ from fastai.learner import Learner
 from fastai.torch_core import get_model
 from fastcore.foundation import L
 
-from lm_training.config import TrainConfig
 from lm_training.distributed import Distributed
 from ulmfit_core.errors import InputError
 from ulmfit_torch.checkpoint_io import load_pth, plain_state, save_pth
@@ -30,8 +32,11 @@ from ulmfit_torch.checkpoint_io import load_pth, plain_state, save_pth
 __all__ = [
     "CHECKPOINT_FILE",
     "RESUMABLE_CHANGES",
+    "WARN_ON_CHANGE",
+    "RunSettings",
     "final_state",
     "load_checkpoint",
+    "restore_fit_state",
     "restore_optimizer",
     "rng_state",
     "save_checkpoint",
@@ -46,6 +51,14 @@ CHECKPOINT_FILE = "last.pth"
 RESUMABLE_CHANGES = frozenset(
     {"resume", "progress", "device", "precision", "pretrain_lr", "finetune_lr"}
 )
+# Of those, the ones that change what is computed: resuming with another value warns.
+WARN_ON_CHANGE = ("pretrain_lr", "finetune_lr")
+
+
+class RunSettings(Protocol):
+    """A run's settings as the checkpoint records them (``TrainConfig``, stage 08's config)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 def rng_state() -> dict[str, Any]:
@@ -99,6 +112,7 @@ def save_checkpoint(
     history: list[dict[str, Any]],
     config: dict[str, Any],
     lm_config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Write the end-of-epoch state (rank 0; every process contributes its RNG state).
 
@@ -107,6 +121,7 @@ def save_checkpoint(
         progress: ``phase``, ``epochs_done_in_phase`` and ``epochs_done``.
         config: the run's settings (:meth:`TrainConfig.to_dict`), checked when resuming.
         lm_config: the model's config (:meth:`LMConfig.to_dict`).
+        extra: more entries for the checkpoint (plain types; e.g. stage 08's best epoch).
     """
     rng = rng_state()
     if dist.world_size > 1:
@@ -132,6 +147,7 @@ def save_checkpoint(
             "config": config,
             "lm_config": lm_config,
             "world_size": dist.world_size,
+            **(extra or {}),
         }
         directory.mkdir(parents=True, exist_ok=True)
         save_pth(state, directory / CHECKPOINT_FILE)
@@ -139,12 +155,24 @@ def save_checkpoint(
     dist.barrier()
 
 
-def load_checkpoint(directory: Path, cfg: TrainConfig, rank: int = 0) -> dict[str, Any] | None:
+def load_checkpoint(
+    directory: Path,
+    cfg: RunSettings,
+    rank: int = 0,
+    *,
+    resumable: Collection[str] = RESUMABLE_CHANGES,
+    warn_on_change: Collection[str] = WARN_ON_CHANGE,
+) -> dict[str, Any] | None:
     """The checkpoint in ``directory`` to resume ``cfg`` from, or ``None`` when there is none.
 
+    Args:
+        cfg: the run's settings, compared key by key (``to_dict()``) with the checkpoint's.
+        resumable: the settings that may differ (stage 04's by default).
+        warn_on_change: those of ``resumable`` whose change is logged as a warning.
+
     Raises:
-        InputError: the checkpoint was written with other settings (beyond
-            :data:`RESUMABLE_CHANGES`), or cannot be read.
+        InputError: the checkpoint was written with other settings (beyond ``resumable``), or
+            cannot be read.
     """
     path = directory / CHECKPOINT_FILE
     if not path.is_file():
@@ -157,15 +185,15 @@ def load_checkpoint(directory: Path, cfg: TrainConfig, rank: int = 0) -> dict[st
     diffs = [
         f"{k}: {saved.get(k)!r} -> {v!r}"
         for k, v in current.items()
-        if k not in RESUMABLE_CHANGES and saved.get(k) != v
+        if k not in resumable and saved.get(k) != v
     ]
     if diffs:
         raise InputError(
             f"cannot resume from {path}: the run's settings changed ({'; '.join(diffs)}); "
             "use the same settings, or another --exp-name to start afresh"
         )
-    for k in ("pretrain_lr", "finetune_lr"):
-        if saved.get(k) != current[k]:
+    for k in warn_on_change:
+        if saved.get(k) != current.get(k):
             logger.warning(
                 "resuming with %s %s (the checkpoint used %s)", k, current[k], saved.get(k)
             )
@@ -185,24 +213,62 @@ def restore_optimizer(learn: Learner, saved: dict[str, Any]) -> None:
                 param_state[key] = value.to(param.device)
 
 
-def final_state(learn: Learner) -> dict[str, Any]:
+def restore_fit_state(
+    learn: Learner,
+    state: dict[str, Any],
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    mid_phase: bool = True,
+) -> None:
+    """At the start of the resumed epoch: this process's RNG states and, ``mid_phase`` (resuming
+    inside a ``fit``, not at its start), the smoothed loss and the loss scaler.
+
+    A checkpoint written by another number of processes keeps the fresh RNG states (warned).
+    """
+    rng = state["rng"]
+    if len(rng) == world_size:
+        set_rng_state(rng[rank])
+    else:
+        logger.warning(
+            "the checkpoint was written by %d processes, this run has %d: RNG states are not "
+            "restored, so the result will differ from an uninterrupted run",
+            len(rng),
+            world_size,
+        )
+    if not mid_phase:
+        return  # a phase starts afresh: each fit resets the smoothed loss and the loss scaler
+    smooth = learn.recorder.smooth_loss
+    smooth.val, smooth.count = state["smooth_loss"]["val"], state["smooth_loss"]["count"]
+    scaler = getattr(learn, "scaler", None)
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+
+
+def final_state(learn: Learner, copy: bool = False) -> dict[str, Any]:
     """``{'model', 'opt'}`` as ``Learner.save`` has it, but loadable with plain ``torch.load``.
 
     fastai's own ``save_model`` pickles the optimizer's ``L`` and numpy scalars, which
     ``weights_only=True`` refuses; and tensors saved on CUDA would not load on a CPU-only machine.
+
+    Args:
+        copy: clone every tensor. Without it, a model on the CPU shares its tensors with the
+            returned state, which training would then go on changing.
     """
     model_state = get_model(learn.model).state_dict()
     for key, value in model_state.items():  # in place: keeps the state dict's _metadata
-        model_state[key] = value.detach().cpu()
-    return {"model": model_state, "opt": _to_cpu(plain_state(learn.opt.state_dict()))}
+        value = value.detach().cpu()
+        model_state[key] = value.clone() if copy else value
+    return {"model": model_state, "opt": _to_cpu(plain_state(learn.opt.state_dict()), copy)}
 
 
-def _to_cpu(obj: Any) -> Any:
-    """The plain structure ``obj`` with every tensor moved to the CPU."""
+def _to_cpu(obj: Any, copy: bool = False) -> Any:
+    """The plain structure ``obj`` with every tensor moved to the CPU (and cloned, ``copy``)."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
+        tensor = obj.detach().cpu()
+        return tensor.clone() if copy else tensor
     if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
+        return {k: _to_cpu(v, copy) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return type(obj)(_to_cpu(item) for item in obj)
+        return type(obj)(_to_cpu(item, copy) for item in obj)
     return obj

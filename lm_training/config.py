@@ -199,7 +199,17 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Phase:
-    """One ``fit_one_cycle`` call of the plan."""
+    """One ``fit_one_cycle`` call of the plan.
+
+    Args:
+        lr: the peak learning rate (of the last layer group).
+        frozen: only the last ``trainable_groups`` layer groups train (``freeze_to(-n)``);
+            else every group does (``unfreeze()``).
+        div, pct_start: ``fit_one_cycle``'s.
+        lr_spread: discriminative learning rates: the first layer group peaks at
+            ``lr / lr_spread`` and the others evenly spaced up to ``lr`` on a log scale
+            (fastai's ``slice(lr / lr_spread, lr)``); ``None``: ``lr`` for every group.
+    """
 
     name: str
     epochs: int
@@ -207,6 +217,19 @@ class Phase:
     frozen: bool
     div: float
     pct_start: float = 0.25
+    trainable_groups: int = 1
+    lr_spread: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.trainable_groups < 1:
+            raise InputError(f"phase {self.name}: trainable_groups must be at least 1")
+        if self.lr_spread is not None and not self.lr_spread >= 1.0:
+            raise InputError(f"phase {self.name}: lr_spread must be at least 1")
+
+    @property
+    def lr_max(self) -> float | slice:
+        """``fit_one_cycle``'s ``lr_max``: ``lr``, or ``slice(lr / lr_spread, lr)``."""
+        return self.lr if self.lr_spread is None else slice(self.lr / self.lr_spread, self.lr)
 
 
 def pretrain_phase(epochs: int, lr: float) -> Phase:

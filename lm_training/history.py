@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,19 @@ import torch
 
 from ulmfit_core.artifacts import atomic_file
 
-__all__ = ["HISTORY_COLUMNS", "as_float", "write_history"]
+__all__ = ["CLASSIFIER_HISTORY_COLUMNS", "HISTORY_COLUMNS", "as_float", "write_history"]
 
+# Stage 04's columns (a language model), and stage 08's (a text classifier).
 HISTORY_COLUMNS = ("epoch", "phase", "train_loss", "valid_loss", "accuracy", "perplexity", "time")
+CLASSIFIER_HISTORY_COLUMNS = ("epoch", "phase", "train_loss", "valid_loss", "accuracy", "time")
 
 
-def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+def write_history(
+    path: Path, history: list[dict[str, Any]], columns: Sequence[str] = HISTORY_COLUMNS
+) -> None:
+    """Write one CSV row per epoch, with a header of ``columns``, atomically."""
     with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(history)
 

@@ -6,12 +6,15 @@ The recipe is the predecessor's, which follows fastai's and MultiFiT's: ``CrossE
 ``MixedPrecision`` for fp16/bf16 on CUDA only, and ``fit_one_cycle`` with
 ``moms=(0.8, 0.7, 0.8)``. Stage 04 (:mod:`lm_training.run`) and the GPU check
 (``benchmarks/gpu_check_train.py``) both build their Learner here, so they cannot drift apart.
+Stage 08's text classifier (:mod:`lm_training.classifier_train`) builds its own here too, with
+its loss, layer groups and metrics, and without gradient clipping (as fastai's
+``text_classifier_learner``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,7 @@ from torch import nn
 from lm_training.config import Phase
 from lm_training.models import language_model_split
 
-__all__ = ["MOMS", "build_learner", "fit_phase"]
+__all__ = ["MOMS", "build_learner", "fit_phase", "freeze_for_phase"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +54,15 @@ def build_learner(
     metrics: Sequence[Any] | None = None,
     progress: bool = False,
     path: Path | None = None,
+    loss_func: Callable[..., Any] | None = None,
+    splitter: Callable[[nn.Module], Any] = language_model_split,
+    clip: float | None = 0.1,
 ) -> Learner:
-    """Stage 04's ``Learner`` for a built language model.
+    """The recipe's ``Learner`` for a built model: stage 04's language model by default.
 
     Args:
-        model: from :func:`lm_training.models.build_language_model` (weights loaded, if any).
+        model: from :func:`lm_training.models.build_language_model` (weights loaded, if any),
+            or stage 08's classifier.
         dls: the training and validation loaders, on ``device``.
         device: where training runs; fp16/bf16 mixed precision is for CUDA only and is
             ignored with a warning elsewhere.
@@ -64,16 +71,21 @@ def build_learner(
             :class:`~lm_training.callbacks.NonFiniteLossGuard`, DDP, a test's recorder).
         metrics: ``None`` for stage 04's accuracy and perplexity.
         progress: keep fastai's progress bars (else removed); per-epoch lines are never printed
-            by fastai (its ``logger`` is a no-op), stage 04 logs its own.
+            by fastai (its ``logger`` is a no-op), the stages log their own.
         path: the Learner's ``path`` (``None``: fastai's default).
+        loss_func: ``None`` for ``CrossEntropyLossFlat()``.
+        splitter: the layer groups (stage 04's: one per recurrent layer, then embedding and
+            decoder).
+        clip: ``GradientClip``'s max norm; ``None`` for no clipping.
     """
+    clipping = [] if clip is None else [GradientClip(clip)]
     learn = Learner(
         dls,
         model,
-        loss_func=CrossEntropyLossFlat(),
+        loss_func=CrossEntropyLossFlat() if loss_func is None else loss_func,
         opt_func=partial(Adam, wd=0.1, eps=1e-7),
-        splitter=language_model_split,
-        cbs=[GradientClip(0.1), *rnn_cbs(alpha=2, beta=1), *callbacks],
+        splitter=splitter,
+        cbs=[*clipping, *rnn_cbs(alpha=2, beta=1), *callbacks],
         metrics=[accuracy, Perplexity()] if metrics is None else list(metrics),
         path=path,
     )
@@ -98,10 +110,21 @@ def fit_phase(
     """
     learn.fit_one_cycle(
         phase.epochs,
-        phase.lr,
+        phase.lr_max,
         moms=MOMS,
         div=phase.div,
         pct_start=phase.pct_start,
         start_epoch=start_epoch,
         cbs=list(cbs),
     )
+
+
+def freeze_for_phase(learn: Learner, phase: Phase) -> None:
+    """``freeze_to(-phase.trainable_groups)`` for a frozen phase, else ``unfreeze()``.
+
+    Both create the optimizer if needed and clear its state, as at any phase start.
+    """
+    if phase.frozen:
+        learn.freeze_to(-phase.trainable_groups)
+    else:
+        learn.unfreeze()

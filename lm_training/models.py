@@ -27,7 +27,13 @@ from ulmfit_torch.weight_dropout import WeightDropout
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AWD_QRNN", "SafeAWD_LSTM", "build_language_model", "language_model_split"]
+__all__ = [
+    "AWD_QRNN",
+    "SafeAWD_LSTM",
+    "build_encoder",
+    "build_language_model",
+    "language_model_split",
+]
 
 
 class SafeAWD_LSTM(AWD_LSTM):
@@ -71,14 +77,15 @@ class AWD_QRNN(AWD_LSTM):
         self.hidden = [self._one_hidden(layer) for layer in range(self.n_layers)]
 
 
-def build_language_model(cfg: LMConfig) -> SequentialRNN:
-    """``SequentialRNN(encoder, LinearDecoder)``, as fastai's ``get_language_model`` builds it.
+def build_encoder(cfg: LMConfig) -> AWD_LSTM:
+    """The recurrent encoder of ``cfg``: fastai's ``AWD_LSTM`` (as :class:`SafeAWD_LSTM`) or
+    :class:`AWD_QRNN`, with ``cfg``'s sizes and dropouts (``output_p`` is the caller's).
 
-    The encoder is fastai's ``AWD_LSTM`` (as :class:`SafeAWD_LSTM`) or :class:`AWD_QRNN`; the
-    decoder's weight is the embedding's when ``cfg.tie_weights``.
+    The language model (:func:`build_language_model`) and the text classifier
+    (:func:`lm_training.classifier_model.build_text_classifier`) both build theirs here.
     """
     encoder_cls = AWD_QRNN if cfg.arch == "qrnn" else SafeAWD_LSTM
-    encoder = encoder_cls(
+    return encoder_cls(
         cfg.vocab_size,
         cfg.emb_size,
         cfg.hidden_size,
@@ -90,6 +97,15 @@ def build_language_model(cfg: LMConfig) -> SequentialRNN:
         weight_p=cfg.weight_p,
         bidir=cfg.bidir,
     )
+
+
+def build_language_model(cfg: LMConfig) -> SequentialRNN:
+    """``SequentialRNN(encoder, LinearDecoder)``, as fastai's ``get_language_model`` builds it.
+
+    The encoder comes from :func:`build_encoder`; the decoder's weight is the embedding's when
+    ``cfg.tie_weights``.
+    """
+    encoder = build_encoder(cfg)
     decoder = LinearDecoder(
         cfg.vocab_size,
         cfg.emb_size,

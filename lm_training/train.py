@@ -43,22 +43,18 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from fastai.callback.core import Callback
 from fastai.torch_core import get_model
 
-from lm_training.callbacks import TrainingDiverged
 from lm_training.checkpoint import (
-    CHECKPOINT_FILE,
     final_state,
-    restore_optimizer,
-    set_rng_state,
+    restore_fit_state,
 )
-from lm_training.config import TrainConfig, TrainSummary
+from lm_training.config import Phase, TrainConfig, TrainSummary
 from lm_training.distributed import setup_distributed
 from lm_training.history import HISTORY_COLUMNS, as_float, write_history
-from lm_training.learner import fit_phase
+from lm_training.phases import diverged_message, resume_point, run_phases
 from lm_training.run import TrainingRun, prepare_run
 from ulmfit_torch.checkpoint_io import save_pth
 
@@ -105,34 +101,15 @@ def train_language_model(cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -
 
 def _train_phases(run: TrainingRun) -> int | None:
     """Run the plan's phases, from the checkpoint when resuming; the epochs it resumed after."""
-    learn, cfg = run.learn, run.cfg
-    state = run.load_checkpoint() if cfg.resume else None
-    next_phase, next_epoch, resumed_after = 0, 0, None
+    learn = run.learn
+    state = run.load_checkpoint() if run.cfg.resume else None
+    point = resume_point(learn, state, run.phases)
     if state is not None:
-        get_model(learn.model).load_state_dict(state["model"])
         run.history = list(state["history"])
-        progress = state["progress"]
-        next_phase, next_epoch = progress["phase"], progress["epochs_done_in_phase"]
-        if next_epoch >= run.phases[next_phase].epochs:
-            next_phase, next_epoch = next_phase + 1, 0
-        resumed_after = progress["epochs_done"]
         if run.rank == 0:
-            logger.info("resuming after epoch %d of %d", resumed_after, run.total_epochs)
-    for index, phase in enumerate(run.phases):
-        if index < next_phase:
-            continue
-        # freeze_to / unfreeze create the optimizer and clear its state, as at any phase start.
-        if phase.frozen:
-            learn.freeze_to(-1)
-        else:
-            learn.unfreeze()
-        restore = None
-        start_epoch = 0
-        if state is not None and index == next_phase:
-            start_epoch = next_epoch
-            if start_epoch > 0:
-                restore_optimizer(learn, state["opt"])
-            restore = state
+            logger.info("resuming after epoch %d of %d", point.epochs_done, run.total_epochs)
+
+    def on_phase(phase: Phase) -> None:
         if run.rank == 0 and phase.name != "pretrain":
             logger.info(
                 "phase %s: %d epoch(s) at lr %g%s",
@@ -141,18 +118,25 @@ def _train_phases(run: TrainingRun) -> int | None:
                 phase.lr,
                 " (recurrent layers frozen)" if phase.frozen else "",
             )
-        bookkeeping = _EpochBookkeeping(run, index, start_epoch, restore)
-        fit_phase(learn, phase, start_epoch=start_epoch, cbs=[bookkeeping])
-        if run.guard.tripped is not None:
-            raise TrainingDiverged(_diverged_message(run, index))
-    if state is not None and next_phase >= len(run.phases):
-        # Every epoch was done; only the outputs were missing. Restore the final optimizer.
-        if run.phases[-1].frozen:
-            learn.freeze_to(-1)
-        else:
-            learn.unfreeze()
-        restore_optimizer(learn, state["opt"])
-    return resumed_after
+
+    run_phases(
+        learn,
+        run.phases,
+        state,
+        point,
+        bookkeeping=lambda index, start, restore: _EpochBookkeeping(run, index, start, restore),
+        guard=run.guard,
+        diverged=lambda index: diverged_message(
+            run.guard,
+            run.phases,
+            index,
+            run.paths.checkpoint_dir,
+            len(run.history),
+            "the learning rate (--pretrain-lr/--finetune-lr; --lr-find helps pick one)",
+        ),
+        on_phase=on_phase,
+    )
+    return point.epochs_done
 
 
 class _EpochBookkeeping(Callback):
@@ -171,28 +155,15 @@ class _EpochBookkeeping(Callback):
 
     def before_epoch(self) -> None:
         if self.restore is not None and self.epoch == self.start_epoch:
-            self._restore(self.restore)
+            restore_fit_state(
+                self.learn,
+                self.restore,
+                rank=self.run.rank,
+                world_size=self.run.world_size,
+                mid_phase=self.start_epoch > 0,
+            )
             self.restore = None
         self._started = time.perf_counter()
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        rng = state["rng"]
-        if len(rng) == self.run.world_size:
-            set_rng_state(rng[self.run.rank])
-        else:
-            logger.warning(
-                "the checkpoint was written by %d processes, this run has %d: RNG states are not "
-                "restored, so the result will differ from an uninterrupted run",
-                len(rng),
-                self.run.world_size,
-            )
-        if self.start_epoch == 0:
-            return  # a phase starts afresh: each fit resets the smoothed loss and the loss scaler
-        smooth = self.learn.recorder.smooth_loss
-        smooth.val, smooth.count = state["smooth_loss"]["val"], state["smooth_loss"]["count"]
-        scaler = getattr(self.learn, "scaler", None)
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
 
     def before_train(self) -> None:
         self.dls.train.set_epoch(self.offset + self.epoch)
@@ -234,19 +205,3 @@ def _save_outputs(run: TrainingRun) -> None:
     write_history(paths.history, run.history)
     save_pth(final_state(learn), paths.model)
     shutil.rmtree(paths.checkpoint_dir, ignore_errors=True)
-
-
-def _diverged_message(run: TrainingRun, phase_index: int) -> str:
-    info = run.guard.tripped
-    offset = sum(p.epochs for p in run.phases[:phase_index])
-    ckpt = run.paths.checkpoint_dir / CHECKPOINT_FILE
-    if ckpt.is_file():
-        last_good = f"the last good checkpoint (after epoch {len(run.history)}) is {ckpt}"
-        rerun = "rerun with --resume to continue from it"
-    else:
-        last_good, rerun = "no epoch finished, so there is no checkpoint", "rerun"
-    return (
-        f"training diverged: the {info['stage']} loss became {info['loss']} at epoch "
-        f"{offset + info['epoch'] + 1}, batch {info['batch']}; {last_good}. Lower the learning "
-        f"rate (--pretrain-lr/--finetune-lr; --lr-find helps pick one) and {rerun}"
-    )

@@ -1,4 +1,5 @@
-"""Stage 05: convert a fastai language model (.pth) into Keras weights and a TF SavedModel."""
+"""Stage 05: convert a fastai language model (.pth) into Keras weights and a TF SavedModel, or a
+fastai text classifier (stage 08) into a task directory."""
 
 from __future__ import annotations
 
@@ -23,6 +24,21 @@ logger = logging.getLogger("05_convert")
 
 def _summary_line(summary: ConvertSummary) -> str:
     config = summary.config
+    if summary.task is not None:
+        task = summary.task
+        parity = (
+            f"max |diff| of the probabilities vs fastai's forward: "
+            f"{summary.reports['keras'].max_abs_diff:.2g} (Keras), "
+            f"{summary.reports['reloaded'].max_abs_diff:.2g} (reloaded)"
+            if summary.verified
+            else "NOT verified (--no-verify)"
+        )
+        return (
+            f"{summary.layout}: {len(task['labels'])} labels, {config.n_layers} layers, keep "
+            f"{task['keep']} (bptt {task['bptt']}, max_len {task['max_len']}); {parity}; "
+            f"{output_size(summary.out_path) / 2**20:.1f} MiB in {summary.seconds['total']:.1f} s "
+            f"-> {summary.out_path}"
+        )
     sizes = f"{config.n_layers}x{config.hidden_size}" if config.n_layers > 1 else "1"
     head = "tied" if config.tie_weights else "untied"
     if summary.verified:
@@ -79,6 +95,21 @@ def _summary_line(summary: ConvertSummary) -> str:
     default=None,
     help="Assert the number of recurrent layers (read from the file).",
 )
+@click.option(
+    "--keep",
+    type=click.Choice(["last", "first"]),
+    default=None,
+    help="Classifiers only: how long texts are pooled. 'last' (the default): as fastai, the "
+    "encoder reads the whole text and the pooling covers its last chunks within max_len; "
+    "'first': texts are cut to max_len tokens from the front and pooled whole.",
+)
+@click.option(
+    "--max-seq-len",
+    type=click.IntRange(min=3),
+    default=None,
+    help="Classifiers only: the longest input (tokens) the task directory reads before cutting, "
+    "a memory bound. Default: 4 x max_len with --keep last, max_len with --keep first.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 @click.option("--no-verify", is_flag=True, help="Skip the parity checks against PyTorch.")
 @click.option(
@@ -96,13 +127,17 @@ def main(
     fixed_seq_len: int | None,
     qrnn: bool | None,
     num_recurrent_layers: int | None,
+    keep: str | None,
+    max_seq_len: int | None,
     overwrite: bool,
     no_verify: bool,
     tolerance: float,
     verbose: bool,
 ) -> None:
     """Convert PRETRAINED_MODEL into OUT_PATH: keras_weights/, saved_model/, spm_model/,
-    fastai_model/ and config.json.
+    fastai_model/ and config.json. A fastai text classifier (stage 08: get_text_classifier keys,
+    a sidecar with a "classifier" object) becomes a task directory instead: model.keras,
+    task.json and spm.model, as stage 10 writes them, ready for stage 13.
 
     The architecture and sizes are read from the state dict (and the .json sidecar). Unless
     --no-verify, the Keras model and the reloaded SavedModel are run against the PyTorch forward
@@ -118,6 +153,8 @@ def main(
             fixed_seq_len=fixed_seq_len,
             qrnn=qrnn,
             num_recurrent_layers=num_recurrent_layers,
+            keep=keep,
+            max_seq_len=max_seq_len,
             overwrite=overwrite,
             verify=not no_verify,
             tolerance=tolerance,

@@ -5,7 +5,9 @@ Trains with slanted-triangular or one-cycle learning rates, discriminative learn
 writes OUT/model.keras, OUT/task.json and OUT/spm.model. With --head attention it also writes
 OUT/attention.html and OUT/attention.png. With --interactive it then reads lines from stdin and
 prints label probabilities (and the top tokens by attention weight). With --lr-finder N it only
-runs an N-step learning-rate sweep and saves the loss-vs-LR plot.
+runs an N-step learning-rate sweep and saves the loss-vs-LR plot. With --interactive-from DIR it
+trains nothing and classifies stdin lines with the task directory DIR (one this stage wrote, or
+a fastai classifier converted by 05_convert).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ulmfit_core.quiet_tf import quiet_tensorflow
 with quiet_tensorflow(sys.argv[1:]):
     import tensorflow  # noqa: F401
 
+from ulmfit_core.classifier_config import DEFAULT_BPTT, DEFAULT_MAX_LEN
 from ulmfit_core.cli import run_stage, verbose_option
 from ulmfit_tasks.classifier import find_classifier_lr, train_classifier
 from ulmfit_tasks.cli_options import (
@@ -31,10 +34,26 @@ from ulmfit_tasks.cli_options import (
     training_options,
     tsv_options,
 )
-from ulmfit_tasks.config import HEADS, ClassifierConfig
+from ulmfit_tasks.config import HEADS, KEEP, ClassifierConfig
 from ulmfit_tasks.predictors import TextClassifierPredictor, describe_predictions
 
 logger = logging.getLogger("10_train_classifier")
+
+
+def _classify_stdin(out_path: Path) -> None:
+    predictor = TextClassifierPredictor(out_path)
+    for line in sys.stdin:
+        if line.strip():
+            click.echo(describe_predictions(predictor, [line.strip()])[0])
+
+
+def _interactive_from(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    """Eager: classify stdin with an existing task directory, before the training flags (which
+    it does not need) are checked."""
+    if value is None or ctx.resilient_parsing:
+        return
+    run_stage(lambda: _classify_stdin(value), "-v" in sys.argv or "--verbose" in sys.argv)
+    ctx.exit()
 
 
 @click.command(help=__doc__)
@@ -60,6 +79,39 @@ logger = logging.getLogger("10_train_classifier")
 @click.option(
     "--no-batch-norm", is_flag=True, help="Drop the BatchNorm layers of the classic head."
 )
+@click.option(
+    "--keep",
+    type=click.Choice(KEEP),
+    default="first",
+    show_default=True,
+    help="How a long text is pooled (classic head). first: the text cut to --max-seq-len, pooled "
+    "whole. last: fastai's semantics, the encoder reads the whole text (up to --max-seq-len: "
+    "raise it for long documents) and the pooling covers its last --bptt chunks within --max-len.",
+)
+@click.option(
+    "--bptt",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BPTT,
+    show_default=True,
+    help="With --keep last: fastai's chunk length.",
+)
+@click.option(
+    "--max-len",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_LEN,
+    show_default=True,
+    help="With --keep last: fastai's max_len, the pooled window.",
+)
+@click.option(
+    "--interactive-from",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    is_eager=True,
+    expose_value=False,
+    callback=_interactive_from,
+    help="Train nothing: classify lines read from stdin with this task directory (stage 10's, or "
+    "a fastai classifier converted by 05_convert). No other flag is needed.",
+)
 @verbose_option
 def main(
     train_tsv: Path,
@@ -71,6 +123,9 @@ def main(
     interactive: bool,
     head: str,
     no_batch_norm: bool,
+    keep: str,
+    bptt: int,
+    max_len: int,
     verbose: bool,
     **training,
 ) -> None:
@@ -83,6 +138,9 @@ def main(
             label_map=label_map,
             head=head,
             batch_norm=not no_batch_norm,
+            keep=keep,
+            bptt=bptt,
+            max_len=max_len,
             **training,
         )
         if lr_finder is not None:
@@ -94,10 +152,7 @@ def main(
         if result.attention_png is not None:
             click.echo(f"attention heatmap: {result.attention_png}")
         if interactive:
-            predictor = TextClassifierPredictor(result.out_path)
-            for line in sys.stdin:
-                if line.strip():
-                    click.echo(describe_predictions(predictor, [line.strip()])[0])
+            _classify_stdin(result.out_path)
 
     run_stage(work, verbose)
 

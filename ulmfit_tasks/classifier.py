@@ -21,6 +21,7 @@ import numpy as np
 
 from ulmfit_keras import BranchingAttentionClassifier, LRFinderResult, ULMFiTClassifier
 from ulmfit_tasks.backbone import load_backbone
+from ulmfit_tasks.batching import predict_sorted
 from ulmfit_tasks.config import ClassifierConfig
 from ulmfit_tasks.data import TextExamples, label_indices, read_label_map
 from ulmfit_tasks.fine_tuning import TaskSetup, find_task_lr, fine_tune, write_task
@@ -59,7 +60,7 @@ class _ValidationAccuracy(keras.callbacks.Callback):
         self.ids, self.labels, self.batch_size = ids, labels, batch_size
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
-        outputs = self.model.predict(self.ids, batch_size=self.batch_size, verbose=0)
+        outputs = predict_sorted(self.model, self.ids, self.batch_size)
         probs = outputs["predictions"] if isinstance(outputs, dict) else outputs
         accuracy = float(np.mean(np.argmax(probs, axis=-1) == self.labels))
         if logs is not None:
@@ -89,6 +90,9 @@ def _classifier_setup(config: ClassifierConfig) -> tuple[TaskSetup, list[str], T
             num_classes=len(labels),
             use_batch_norm=config.batch_norm,
             seed=config.seed,
+            keep=config.keep,
+            max_len=config.max_len,
+            bptt=config.bptt,
         )
         loss, targets = "sparse_categorical_crossentropy", train_y
     setup = TaskSetup(
@@ -117,7 +121,10 @@ def train_classifier(config: ClassifierConfig) -> ClassifierResult:
     """Fine-tune a classifier on ``config.train_tsv``; write the model to ``config.out_path``."""
     setup, labels, valid = _classifier_setup(config)
     history = fine_tune(config, setup)
-    write_task(config, setup, {"task": "classifier", "head": config.head, "labels": labels})
+    task = {"task": "classifier", "head": config.head, "labels": labels, "keep": config.keep}
+    if config.keep == "last":
+        task |= {"bptt": config.bptt, "max_len": config.max_len}
+    write_task(config, setup, task)
     accuracies = history["val_accuracy"]
     result = ClassifierResult(
         history,

@@ -11,11 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ulmfit_core.classifier_config import DEFAULT_BPTT, DEFAULT_MAX_LEN
 from ulmfit_core.errors import InputError
+from ulmfit_keras.models.pooled_head import KEEP
 from ulmfit_keras.word_alignment import SCHEMES
 
 __all__ = [
     "HEADS",
+    "KEEP",
     "LOSSES",
     "MODEL_TYPES",
     "SCHEDULERS",
@@ -82,14 +85,26 @@ class FineTuneConfig(TrainingConfig):
 
 @dataclass(frozen=True, kw_only=True)
 class ClassifierConfig(FineTuneConfig):
-    """A classifier run: the label map and the head (``classic`` or ``attention``)."""
+    """A classifier run: the label map, the head (``classic`` or ``attention``) and how a long
+    text is pooled (``keep``: ``first``, the text cut to ``max_seq_len``; ``last``, fastai's
+    window of the last ``bptt`` chunks within ``max_len``)."""
 
     label_map: Path
     head: str = "classic"
+    keep: str = "first"
+    bptt: int = DEFAULT_BPTT
+    max_len: int = DEFAULT_MAX_LEN
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_choice("--head", self.head, HEADS)
+        _check_choice("--keep", self.keep, KEEP)
+        if self.keep == "last" and self.head != "classic":
+            raise InputError("--keep last is fastai's concat pooling: use it with --head classic")
+        if not 1 <= self.bptt <= self.max_len:
+            raise InputError(
+                f"--bptt must be between 1 and --max-len, got {self.bptt} and {self.max_len}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,15 +3,17 @@
 Each task (:mod:`ulmfit_tasks.classifier`, :mod:`~ulmfit_tasks.regressor`,
 :mod:`~ulmfit_tasks.tagger`) first builds a :class:`TaskSetup` (data, encoder, head, validation
 callback), which :func:`fine_tune` trains (STLR / one-cycle, discriminative learning rates,
-gradual unfreezing, AWD weight-drop for a SavedModel backbone) and saves as ``OUT/model.keras``,
-and which :func:`find_task_lr` sweeps with the LR finder instead. :func:`write_task` writes the
-rest of the task directory (:mod:`ulmfit_tasks.task_dir`).
+gradual unfreezing, AWD weight-drop for a SavedModel backbone) on length-bucketed batches
+(:class:`~ulmfit_tasks.batching.BucketedBatches`; fixed-width ones with ``--fixed-seq-len``) and
+saves as ``OUT/model.keras``, and which :func:`find_task_lr` sweeps with the LR finder instead.
+:func:`write_task` writes the rest of the task directory (:mod:`ulmfit_tasks.task_dir`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from ulmfit_keras import (
     read_config,
     weight_drop_variables,
 )
+from ulmfit_tasks.batching import BucketedBatches
 from ulmfit_tasks.config import TrainingConfig
 from ulmfit_tasks.rendering import plot_lr_finder
 from ulmfit_tasks.task_dir import MODEL_FILE, write_task_files
@@ -52,7 +55,11 @@ def _schedule(name: str, lr: float, total_steps: int):
 @dataclass(frozen=True)
 class TaskSetup:
     """A task model ready to train: its data, loss and the validation callback that writes
-    ``monitor`` (to ``mode``: ``"max"`` or ``"min"``) into the epoch logs."""
+    ``monitor`` (to ``mode``: ``"max"`` or ``"min"``) into the epoch logs.
+
+    ``train_ids`` are post-padded; ``per_token_targets`` says the targets are per token (the
+    tagger's ``(n, width)`` labels), so that a bucketed batch cuts them like the ids.
+    """
 
     export_dir: Path
     spm_path: Path
@@ -65,6 +72,7 @@ class TaskSetup:
     monitor: str
     mode: str
     truncated: int
+    per_token_targets: bool = False
 
 
 def _hub_weight_drop(config: TrainingConfig, setup: TaskSetup) -> list[keras.callbacks.Callback]:
@@ -75,6 +83,53 @@ def _hub_weight_drop(config: TrainingConfig, setup: TaskSetup) -> list[keras.cal
     if weight_p == 0.0:
         return []
     return [WeightDropCallback(weight_drop_variables(setup.backbone), weight_p, seed=config.seed)]
+
+
+def _fit(
+    config: TrainingConfig, setup: TaskSetup, callbacks: list[keras.callbacks.Callback]
+) -> keras.callbacks.History:
+    """``model.fit`` on length-bucketed batches; on fixed-width ones for a static-shape model."""
+    if config.fixed_seq_len is not None:
+        return setup.model.fit(
+            setup.train_ids,
+            setup.train_targets,
+            epochs=config.num_epochs,
+            batch_size=config.batch_size,
+            callbacks=callbacks,
+            verbose=0,
+        )
+    batches = BucketedBatches(
+        setup.train_ids,
+        setup.train_targets,
+        config.batch_size,
+        seed=config.seed,
+        per_token_targets=setup.per_token_targets,
+    )
+    logger.info(
+        "length-bucketed batches: %.0f%% padding (%.0f%% if padded to the longest)",
+        100 * batches.padded_fraction(),
+        100 * (1 - batches.lengths.mean() / setup.train_ids.shape[1]),
+    )
+    # One endless dataset over the epochs: Keras keeps its iterator when given the epoch length.
+    return setup.model.fit(
+        batches.dataset(),
+        epochs=config.num_epochs,
+        steps_per_epoch=len(batches),
+        callbacks=callbacks,
+        shuffle=False,
+        verbose=0,
+    )
+
+
+class _EpochSeconds(keras.callbacks.Callback):
+    """``epoch_seconds`` in the epoch logs: training and validation (listed after it)."""
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:  # noqa: ARG002 - Keras' signature
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:  # noqa: ARG002 - Keras' signature
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._started
 
 
 def fine_tune(config: TrainingConfig, setup: TaskSetup) -> dict[str, list[float]]:
@@ -95,7 +150,11 @@ def fine_tune(config: TrainingConfig, setup: TaskSetup) -> dict[str, list[float]
     out = config.out_path
     out.mkdir(parents=True, exist_ok=True)
     # Validation first: the checkpoint reads the value it writes into the logs.
-    callbacks: list[keras.callbacks.Callback] = [setup.validation, *_hub_weight_drop(config, setup)]
+    callbacks: list[keras.callbacks.Callback] = [
+        setup.validation,
+        _EpochSeconds(),
+        *_hub_weight_drop(config, setup),
+    ]
     if config.unfreeze == "gradual":
         callbacks.append(GradualUnfreezing(groups))
     if config.save_best:
@@ -104,14 +163,7 @@ def fine_tune(config: TrainingConfig, setup: TaskSetup) -> dict[str, list[float]
                 out / MODEL_FILE, monitor=setup.monitor, mode=setup.mode, save_best_only=True
             )
         )
-    fit = model.fit(
-        setup.train_ids,
-        setup.train_targets,
-        epochs=config.num_epochs,
-        batch_size=config.batch_size,
-        callbacks=callbacks,
-        verbose=0,
-    )
+    fit = _fit(config, setup, callbacks)
     if not config.save_best:
         # Beside, then renamed: a crash never leaves a truncated model.keras.
         tmp = out / ("tmp-" + MODEL_FILE)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ulmfit_keras import LabelNormalizer, LRFinderResult, ULMFiTRegressor
 from ulmfit_tasks.backbone import load_backbone
+from ulmfit_tasks.batching import predict_sorted
 from ulmfit_tasks.config import LOSSES, RegressorConfig
 from ulmfit_tasks.data import float_targets
 from ulmfit_tasks.fine_tuning import TaskSetup, find_task_lr, fine_tune, write_task
@@ -52,7 +53,7 @@ class _ValidationError(keras.callbacks.Callback):
         self.batch_size = batch_size
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
-        raw = self.model.predict(self.ids, batch_size=self.batch_size, verbose=0)[:, 0]
+        raw = predict_sorted(self.model, self.ids, self.batch_size)[:, 0]
         mae = float(np.mean(np.abs(self.normalizer.inverse_transform(raw) - self.targets)))
         if logs is not None:
             logs["val_mae"] = mae

@@ -33,6 +33,7 @@ from ulmfit_keras.word_alignment import (
     word_predictions,
 )
 from ulmfit_tasks.backbone import find_spm_model, load_backbone, resolve_export_dir
+from ulmfit_tasks.batching import predict_sorted
 from ulmfit_tasks.config import TaggerConfig
 from ulmfit_tasks.data import read_tagger_jsonl, read_tagger_label_map, split_validation
 from ulmfit_tasks.fine_tuning import TaskSetup, find_task_lr, fine_tune, write_task
@@ -112,7 +113,7 @@ class _ValidationF1(keras.callbacks.Callback):
         self.tag_names, self.batch_size = tag_names, batch_size
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
-        token_preds = self.model.predict(self.ids, batch_size=self.batch_size, verbose=0).argmax(-1)
+        token_preds = predict_sorted(self.model, self.ids, self.batch_size).argmax(-1)
         predicted = [
             [self.tag_names[t] for t in word_predictions(row, seq.word_starts)]
             for row, seq in zip(token_preds, self.aligned, strict=True)
@@ -164,6 +165,7 @@ def _tagger_setup(config: TaggerConfig) -> tuple[TaskSetup, list[str]]:
         monitor="val_f1",
         mode="max",
         truncated=train_cut + valid_cut,
+        per_token_targets=True,
     )
     return setup, tag_names
 

@@ -29,12 +29,23 @@ import keras
 from ulmfit_keras.layers.masked_concat_pool import MaskedConcatPool
 from ulmfit_keras.models.task_model import TaskModel
 
-__all__ = ["BN_EPSILON", "BN_MOMENTUM", "POOLING_NAME", "PooledTaskModel", "pooled_mlp"]
+__all__ = [
+    "BN_EPSILON",
+    "BN_MOMENTUM",
+    "KEEP",
+    "POOLING_NAME",
+    "PooledTaskModel",
+    "check_keep",
+    "pooled_mlp",
+]
 
 POOLING_NAME = "concat_pooling"
 # PyTorch BatchNorm1d defaults (fastai's head): momentum 0.1 == Keras momentum 0.9.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+# What a long text's pooling sees: "first", the text as given (a caller cuts it to its
+# max_seq_len from the front); "last", fastai's SentenceEncoder window (MaskedConcatPool).
+KEEP = ("first", "last")
 
 
 def pooled_mlp(
@@ -43,18 +54,27 @@ def pooled_mlp(
     dropout: Sequence[float],
     use_batch_norm: bool,
     seed: int | None,
+    *,
+    pool_max_len: int | None = None,
+    bptt: int = 72,
+    bn_momentum: float = BN_MOMENTUM,
+    bn_epsilon: float = BN_EPSILON,
 ):
-    """fastai's two ``LinBnDrop`` blocks up to the hidden layer; returns the pre-output tensor."""
-    x = MaskedConcatPool(name=POOLING_NAME)(x)
+    """fastai's two ``LinBnDrop`` blocks up to the hidden layer; returns the pre-output tensor.
+
+    ``pool_max_len``/``bptt``: :class:`MaskedConcatPool`'s window (``None``: the whole text).
+    ``bn_momentum`` is Keras' (PyTorch's ``1 - momentum``).
+    """
+    x = MaskedConcatPool(max_len=pool_max_len, bptt=bptt, name=POOLING_NAME)(x)
     if use_batch_norm:
         x = keras.layers.BatchNormalization(
-            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="head_batch_norm_0"
+            momentum=bn_momentum, epsilon=bn_epsilon, name="head_batch_norm_0"
         )(x)
     x = keras.layers.Dropout(dropout[0], seed=seed, name="head_dropout_0")(x)
     x = keras.layers.Dense(hidden_dim, activation="relu", name="head_dense")(x)
     if use_batch_norm:
         x = keras.layers.BatchNormalization(
-            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="head_batch_norm_1"
+            momentum=bn_momentum, epsilon=bn_epsilon, name="head_batch_norm_1"
         )(x)
     seed_1 = None if seed is None else seed + 1
     return keras.layers.Dropout(dropout[1], seed=seed_1, name="head_dropout_1")(x)
@@ -65,6 +85,12 @@ def check_dropout(dropout: Sequence[float]) -> tuple[float, float]:
     if len(values) != 2 or not all(0.0 <= p < 1.0 for p in values):
         raise ValueError(f"dropout must be two rates in [0, 1), got {list(dropout)}")
     return values
+
+
+def check_keep(keep: str) -> str:
+    if keep not in KEEP:
+        raise ValueError(f"keep must be one of {', '.join(KEEP)}, got {keep!r}")
+    return keep
 
 
 class PooledTaskModel(TaskModel):
