@@ -41,7 +41,6 @@ from lm_training.callbacks import NonFiniteLossGuard
 from lm_training.checkpoint import (
     final_state,
     load_checkpoint,
-    restore_fit_state,
     save_checkpoint,
     seed_everything,
 )
@@ -64,7 +63,12 @@ from lm_training.config import OutputPaths, Phase, output_paths
 from lm_training.distributed import Distributed, setup_distributed
 from lm_training.history import CLASSIFIER_HISTORY_COLUMNS, as_float, write_history
 from lm_training.learner import build_learner
-from lm_training.phases import diverged_message, resume_point, run_phases
+from lm_training.phases import (
+    PhaseEpochCallback,
+    diverged_message,
+    resume_point,
+    run_phases,
+)
 from lm_training.pretrained import read_pretrained
 from pretraining_utils.encode import load_processor
 from ulmfit_core.classifier_config import ClassifierHead, write_classifier_sidecar
@@ -237,25 +241,14 @@ def _train_phases(run: ClassifierRun) -> int | None:
     return point.epochs_done
 
 
-class _EpochBookkeeping(Callback):
+class _EpochBookkeeping(PhaseEpochCallback):
     """Per epoch of one phase: history row, best epoch, log line, checkpoint; resume restore."""
-
-    order = 90  # after Recorder (50), ParamScheduler (60) and SkipToEpoch (70)
 
     def __init__(
         self, run: ClassifierRun, phase_index: int, start_epoch: int, restore: dict | None
     ) -> None:
-        self.run, self.phase_index = run, phase_index
-        self.phase = run.phases[phase_index]
-        self.offset = sum(p.epochs for p in run.phases[:phase_index])
-        self.start_epoch, self.restore = start_epoch, restore
-        self._started = 0.0
-
-    def before_epoch(self) -> None:
-        if self.restore is not None and self.epoch == self.start_epoch:
-            restore_fit_state(self.learn, self.restore, mid_phase=self.start_epoch > 0)
-            self.restore = None
-        self._started = time.perf_counter()
+        super().__init__(run.phases, phase_index, start_epoch, restore)
+        self.run = run
 
     def after_epoch(self) -> None:
         if self.epoch < self.start_epoch:  # skipped by SkipToEpoch when resuming

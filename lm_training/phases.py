@@ -10,6 +10,7 @@ restore_fit_state`). A NaN/inf loss ends the run with :class:`TrainingDiverged`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,11 @@ from fastai.learner import Learner
 from fastai.torch_core import get_model
 
 from lm_training.callbacks import NonFiniteLossGuard, TrainingDiverged
-from lm_training.checkpoint import CHECKPOINT_FILE, restore_optimizer
+from lm_training.checkpoint import CHECKPOINT_FILE, restore_fit_state, restore_optimizer
 from lm_training.config import Phase
 from lm_training.learner import fit_phase, freeze_for_phase
 
-__all__ = ["ResumePoint", "diverged_message", "resume_point", "run_phases"]
+__all__ = ["PhaseEpochCallback", "ResumePoint", "diverged_message", "resume_point", "run_phases"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,42 @@ class ResumePoint:
     phase: int = 0
     epoch: int = 0
     epochs_done: int | None = None
+
+
+class PhaseEpochCallback(Callback):
+    """What a stage's per-epoch callback for one phase shares: where the phase sits in the
+    plan, the restore at the resumed epoch, the epoch's start time (subclasses add
+    ``after_epoch``: history, log line, checkpoint)."""
+
+    order = 90  # after Recorder (50), ParamScheduler (60) and SkipToEpoch (70)
+
+    def __init__(
+        self,
+        phases: Sequence[Phase],
+        phase_index: int,
+        start_epoch: int,
+        restore: dict[str, Any] | None,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.phase_index, self.phase = phase_index, phases[phase_index]
+        self.offset = sum(p.epochs for p in phases[:phase_index])  # epochs before this phase
+        self.start_epoch, self.restore = start_epoch, restore
+        self._rank, self._world_size = rank, world_size
+        self._started = 0.0
+
+    def before_epoch(self) -> None:
+        if self.restore is not None and self.epoch == self.start_epoch:
+            restore_fit_state(
+                self.learn,
+                self.restore,
+                rank=self._rank,
+                world_size=self._world_size,
+                mid_phase=self.start_epoch > 0,
+            )
+            self.restore = None
+        self._started = time.perf_counter()
 
 
 def resume_point(

@@ -49,12 +49,16 @@ from fastai.torch_core import get_model
 
 from lm_training.checkpoint import (
     final_state,
-    restore_fit_state,
 )
 from lm_training.config import Phase, TrainConfig, TrainSummary
 from lm_training.distributed import setup_distributed
 from lm_training.history import HISTORY_COLUMNS, as_float, write_history
-from lm_training.phases import diverged_message, resume_point, run_phases
+from lm_training.phases import (
+    PhaseEpochCallback,
+    diverged_message,
+    resume_point,
+    run_phases,
+)
 from lm_training.run import TrainingRun, prepare_run
 from ulmfit_torch.checkpoint_io import save_pth
 
@@ -139,31 +143,16 @@ def _train_phases(run: TrainingRun) -> int | None:
     return point.epochs_done
 
 
-class _EpochBookkeeping(Callback):
+class _EpochBookkeeping(PhaseEpochCallback):
     """Per epoch of one phase: line order, history row, log line, checkpoint; resume restore."""
-
-    order = 90  # after Recorder (50), ParamScheduler (60) and SkipToEpoch (70)
 
     def __init__(
         self, run: TrainingRun, phase_index: int, start_epoch: int, restore: dict | None
     ) -> None:
-        self.run, self.phase_index = run, phase_index
-        self.phase = run.phases[phase_index]
-        self.offset = sum(p.epochs for p in run.phases[:phase_index])
-        self.start_epoch, self.restore = start_epoch, restore
-        self._started = 0.0
-
-    def before_epoch(self) -> None:
-        if self.restore is not None and self.epoch == self.start_epoch:
-            restore_fit_state(
-                self.learn,
-                self.restore,
-                rank=self.run.rank,
-                world_size=self.run.world_size,
-                mid_phase=self.start_epoch > 0,
-            )
-            self.restore = None
-        self._started = time.perf_counter()
+        super().__init__(
+            run.phases, phase_index, start_epoch, restore, rank=run.rank, world_size=run.world_size
+        )
+        self.run = run
 
     def before_train(self) -> None:
         self.dls.train.set_epoch(self.offset + self.epoch)
