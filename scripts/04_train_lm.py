@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ulmfit_core.cli import run_stage, verbose_option
+from ulmfit_core.cli import device_options, run_stage, verbose_option
 from ulmfit_core.lm_config import ARCHS
 
 logger = logging.getLogger("04_train_lm")
@@ -159,24 +159,7 @@ def _dropout_option(name: str, what: str):
     is_flag=True,
     help="Only run fastai's LR finder: log the suggested LR, save EXP.lr_find.png.",
 )
-@click.option(
-    "--fp16",
-    "precision",
-    flag_value="fp16",
-    help="float16 mixed precision (CUDA only; ignored with a warning on CPU).",
-)
-@click.option(
-    "--bf16",
-    "precision",
-    flag_value="bf16",
-    help="bfloat16 mixed precision (CUDA only; ignored with a warning on CPU).",
-)
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="auto (CUDA when available), cpu, cuda or cuda:N.",
-)
+@device_options
 @click.option(
     "--resume",
     is_flag=True,

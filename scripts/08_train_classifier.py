@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ulmfit_core.classifier_config import DEFAULT_BPTT, DEFAULT_MAX_LEN
-from ulmfit_core.cli import run_stage, verbose_option
+from ulmfit_core.cli import device_options, run_stage, verbose_option
 
 logger = logging.getLogger("08_train_classifier")
 
@@ -132,24 +132,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     help="Continue from SAVE_PATH/EXP.ckpt if an earlier run left a checkpoint (same settings "
     "required); otherwise start afresh.",
 )
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="auto (CUDA when available), cpu, cuda or cuda:N.",
-)
-@click.option(
-    "--fp16",
-    "precision",
-    flag_value="fp16",
-    help="float16 mixed precision (CUDA only; ignored with a warning on CPU).",
-)
-@click.option(
-    "--bf16",
-    "precision",
-    flag_value="bf16",
-    help="bfloat16 mixed precision (CUDA only; ignored with a warning on CPU).",
-)
+@device_options
 @verbose_option
 def main(
     train_tsv: Path,

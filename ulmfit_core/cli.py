@@ -18,6 +18,7 @@ from ulmfit_core.errors import InputError
 from ulmfit_core.quiet_tf import VERBOSE_FLAGS
 
 R = TypeVar("R")
+F = TypeVar("F", bound=Callable)
 
 # Libraries whose INFO lines are noise at our INFO level (TensorFlow's while saving: renamed
 # inputs, asset paths); they log from WARNING up unless --verbose.
@@ -62,3 +63,31 @@ def run_stage(work: Callable[[], R], verbose: bool = False) -> R:
 verbose_option = click.option(
     *VERBOSE_FLAGS, is_flag=True, help="Log debug messages as well as progress and summaries."
 )
+
+
+def device_options(command: F) -> F:
+    """``--device``, ``--fp16`` and ``--bf16`` of the fastai training stages (04, 08): where the
+    run goes and its mixed precision (the ``device`` and ``precision`` parameters)."""
+    options = [
+        click.option(
+            "--device",
+            default="auto",
+            show_default=True,
+            help="auto (CUDA when available), cpu, cuda or cuda:N.",
+        ),
+        click.option(
+            "--fp16",
+            "precision",
+            flag_value="fp16",
+            help="float16 mixed precision (CUDA only; ignored with a warning on CPU).",
+        ),
+        click.option(
+            "--bf16",
+            "precision",
+            flag_value="bf16",
+            help="bfloat16 mixed precision (CUDA only; ignored with a warning on CPU).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
