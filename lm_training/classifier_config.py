@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lm_training.config import PRECISIONS, OutputPaths, Phase
+from lm_training.config import PRECISIONS, EpochHistory, OutputPaths, Phase
 from ulmfit_core.classifier_config import DEFAULT_BPTT, DEFAULT_MAX_LEN, ClassifierHead
 from ulmfit_core.errors import InputError
 from ulmfit_core.lm_config import LMConfig
@@ -179,7 +179,7 @@ def plan_classifier_phases(num_epochs: int, lr: float) -> list[Phase]:
 
 
 @dataclass(frozen=True)
-class ClassifierTrainSummary:
+class ClassifierTrainSummary(EpochHistory):
     """What a stage-08 run did and wrote.
 
     ``best_epoch`` is the epoch with the best validation accuracy (1-based; the first of ties),
@@ -196,14 +196,6 @@ class ClassifierTrainSummary:
     best_epoch: int
     saved_epoch: int
     resumed_after_epoch: int | None
-
-    @property
-    def epochs(self) -> int:
-        return len(self.history)
-
-    @property
-    def final(self) -> dict[str, Any]:
-        return self.history[-1] if self.history else {}
 
     @property
     def saved(self) -> dict[str, Any]:

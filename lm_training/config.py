@@ -26,6 +26,7 @@ from ulmfit_core.lm_config import ARCHS, DROPOUT_NAMES, LMConfig
 __all__ = [
     "ARCH_FIELDS",
     "PRECISIONS",
+    "EpochHistory",
     "LRFindSummary",
     "OutputPaths",
     "Phase",
@@ -274,13 +275,10 @@ def checkpoint_dir(save_path: str | os.PathLike, exp_name: str) -> Path:
     return output_paths(save_path, exp_name).checkpoint_dir
 
 
-@dataclass(frozen=True)
-class TrainSummary:
-    lm_config: LMConfig
+class EpochHistory:
+    """``epochs`` and ``final`` of a run summary with a per-epoch ``history`` (stages 04, 08)."""
+
     history: list[dict[str, Any]]
-    paths: OutputPaths
-    seconds: float
-    resumed_after_epoch: int | None
 
     @property
     def epochs(self) -> int:
@@ -289,6 +287,15 @@ class TrainSummary:
     @property
     def final(self) -> dict[str, Any]:
         return self.history[-1] if self.history else {}
+
+
+@dataclass(frozen=True)
+class TrainSummary(EpochHistory):
+    lm_config: LMConfig
+    history: list[dict[str, Any]]
+    paths: OutputPaths
+    seconds: float
+    resumed_after_epoch: int | None
 
 
 @dataclass(frozen=True)

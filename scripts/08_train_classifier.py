@@ -9,55 +9,31 @@ from pathlib import Path
 import click
 
 from ulmfit_core.classifier_config import DEFAULT_BPTT, DEFAULT_MAX_LEN
-from ulmfit_core.cli import device_options, run_stage, verbose_option
+from ulmfit_core.cli import (
+    EXISTING_FILE,
+    device_options,
+    label_map_option,
+    run_stage,
+    tsv_options,
+    verbose_option,
+)
 
 logger = logging.getLogger("08_train_classifier")
 
-_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
-
 
 @click.command()
-@click.option(
-    "--train-tsv",
-    required=True,
-    type=_FILE,
-    help="Training data: tab-separated, with a header row.",
-)
-@click.option(
-    "--test-tsv",
-    type=_FILE,
-    default=None,
-    help="Validation data in the same format. Default: hold out 10% of --train-tsv (a fixed "
-    "pseudo-random subset, the one stage 10 holds out).",
-)
-@click.option(
-    "--data-column-name",
-    default="sentence",
-    show_default=True,
-    help="Column holding the text.",
-)
-@click.option(
-    "--gold-column-name",
-    default="target",
-    show_default=True,
-    help="Column holding the label.",
-)
-@click.option(
-    "--label-map",
-    required=True,
-    type=_FILE,
-    help="Text file with one label per line; the line order gives the class index.",
-)
+@tsv_options(gold_help="Column holding the label.")
+@label_map_option
 @click.option(
     "--spm-model-file",
     required=True,
-    type=_FILE,
+    type=EXISTING_FILE,
     help="The SentencePiece model the language model was trained with (stage 02's .model).",
 )
 @click.option(
     "--pretrained-model",
     required=True,
-    type=_FILE,
+    type=EXISTING_FILE,
     help="Stage 04's language model X.pth (its X.json sidecar, when present, gives the "
     "architecture); its vocabulary must be the SentencePiece model's.",
 )

@@ -25,10 +25,9 @@ with quiet_tensorflow(sys.argv[1:]):
     import tensorflow  # noqa: F401
 
 from ulmfit_core.classifier_config import DEFAULT_BPTT, DEFAULT_MAX_LEN
-from ulmfit_core.cli import run_stage, verbose_option
+from ulmfit_core.cli import label_map_option, run_stage, verbose_option
 from ulmfit_tasks.classifier import find_classifier_lr, train_classifier
 from ulmfit_tasks.cli_options import (
-    EXISTING_FILE,
     echo_lr_finder,
     lr_finder_option,
     training_options,
@@ -58,12 +57,7 @@ def _interactive_from(ctx: click.Context, _param: click.Parameter, value: Path |
 
 @click.command(help=__doc__)
 @tsv_options(gold_help="Column holding the label.")
-@click.option(
-    "--label-map",
-    type=EXISTING_FILE,
-    required=True,
-    help="Text file with one label per line; line order = class index.",
-)
+@label_map_option
 @training_options
 @lr_finder_option
 @click.option(

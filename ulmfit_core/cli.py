@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import click
@@ -65,6 +66,16 @@ verbose_option = click.option(
 )
 
 
+EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def add_options(options: list[Callable[[F], F]], command: F) -> F:
+    """Apply click options so that ``--help`` lists them in the order given."""
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def device_options(command: F) -> F:
     """``--device``, ``--fp16`` and ``--bf16`` of the fastai training stages (04, 08): where the
     run goes and its mixed precision (the ``device`` and ``precision`` parameters)."""
@@ -88,6 +99,38 @@ def device_options(command: F) -> F:
             help="bfloat16 mixed precision (CUDA only; ignored with a warning on CPU).",
         ),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return add_options(options, command)
+
+
+def tsv_options(gold_help: str) -> Callable[[F], F]:
+    """``--train-tsv``, ``--test-tsv`` and the two column names of the TSV stages (08, 10, 11)."""
+    options = [
+        click.option(
+            "--train-tsv",
+            type=EXISTING_FILE,
+            required=True,
+            help="Training data: tab-separated, with a header row.",
+        ),
+        click.option(
+            "--test-tsv",
+            type=EXISTING_FILE,
+            default=None,
+            help="Validation data; without it 10% of --train-tsv (fixed seed) is held out.",
+        ),
+        click.option(
+            "--data-column-name",
+            default="sentence",
+            show_default=True,
+            help="Column holding the text.",
+        ),
+        click.option("--gold-column-name", default="target", show_default=True, help=gold_help),
+    ]
+    return lambda command: add_options(options, command)
+
+
+label_map_option = click.option(
+    "--label-map",
+    type=EXISTING_FILE,
+    required=True,
+    help="Text file with one label per line; line order = class index.",
+)

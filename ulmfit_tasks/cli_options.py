@@ -14,12 +14,15 @@ from typing import TypeVar
 
 import click
 
+from ulmfit_core.cli import EXISTING_FILE, add_options, tsv_options
 from ulmfit_keras import LRFinderResult
 from ulmfit_tasks.config import MODEL_TYPES, SCHEDULERS, UNFREEZE
 
 F = TypeVar("F", bound=Callable)
 
-EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+# Re-exported: the TSV options are shared with stage 08 (fastai side).
+__all__ = ["EXISTING_FILE", "echo_lr_finder", "lr_finder_option", "training_options", "tsv_options"]
+
 
 _TRAINING_OPTIONS = [
     click.option(
@@ -123,43 +126,9 @@ _TRAINING_OPTIONS = [
 ]
 
 
-def tsv_options(gold_help: str) -> Callable[[F], F]:
-    """``--train-tsv``, ``--test-tsv`` and the two column names of the TSV tasks."""
-    options = [
-        click.option(
-            "--train-tsv",
-            type=EXISTING_FILE,
-            required=True,
-            help="Training data: tab-separated, with a header row.",
-        ),
-        click.option(
-            "--test-tsv",
-            type=EXISTING_FILE,
-            default=None,
-            help="Validation data; without it 10% of --train-tsv (fixed seed) is held out.",
-        ),
-        click.option(
-            "--data-column-name",
-            default="sentence",
-            show_default=True,
-            help="Column holding the text.",
-        ),
-        click.option("--gold-column-name", default="target", show_default=True, help=gold_help),
-    ]
-
-    return lambda command: _add_options(options, command)
-
-
 def training_options(command: F) -> F:
     """Add the shared options to a click command, in the order listed above."""
-    return _add_options(_TRAINING_OPTIONS, command)
-
-
-def _add_options(options: list[Callable[[F], F]], command: F) -> F:
-    """Apply click options so that ``--help`` lists them in the order given."""
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return add_options(_TRAINING_OPTIONS, command)
 
 
 def lr_finder_option(command: F) -> F:
